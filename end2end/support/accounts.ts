@@ -1,0 +1,3 @@
+export const ALLOWED = { email: "operator@example.com", password: "operator-e2e-password" };
+export const NOT_ALLOWED = { email: "viewer@example.com", password: "viewer-e2e-password" };
+export const DEMO_USERS = 3000;

@@ -1,0 +1,29 @@
+// An HTTP Identity Graph for the end-to-end suite: accepts every user except
+// those whose id is a multiple of 7, which it rejects with a 400.
+import http from "node:http";
+
+const counts = new Map();
+const server = http.createServer((req, res) => {
+  if (req.url === "/health") {
+    res.writeHead(200).end("ok");
+    return;
+  }
+  const match = req.method === "PUT" && req.url.match(/^\/users\/(\d+)$/);
+  if (!match) {
+    res.writeHead(404).end();
+    return;
+  }
+  const id = Number(match[1]);
+  counts.set(id, (counts.get(id) ?? 0) + 1);
+  req.resume();
+  req.on("end", () => {
+    if (req.headers.authorization !== "Bearer e2e-token") {
+      res.writeHead(401, { "content-type": "application/json" }).end('{"error":"bad token"}');
+    } else if (id % 7 === 0) {
+      res.writeHead(400, { "content-type": "application/json" }).end(`{"error":"user ${id} rejected: identifiers failed validation"}`);
+    } else {
+      res.writeHead(204).end();
+    }
+  });
+});
+server.listen(3199, "127.0.0.1");

@@ -1,0 +1,40 @@
+import { expect, test } from "@playwright/test";
+import { ConsolePage } from "../pages/console-page";
+import { LoginPage } from "../pages/login-page";
+import { ALLOWED } from "../support/accounts";
+import { screenshots } from "../support/screens";
+
+test("out-of-range values are clamped and shown; a bad key is refused inline", async ({ page }, testInfo) => {
+  await new LoginPage(page).signIn(ALLOWED);
+  const console = new ConsolePage(page);
+  await console.goto();
+
+  const startCalls: string[] = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith("/start")) startCalls.push(r.url());
+  });
+  await console.start({ key: "Bad Key!", dryRun: true });
+  await expect(page.locator("#job_key-error")).toContainText("is not allowed");
+  await expect(page.getByLabel("Job key")).toHaveAttribute("aria-invalid", "true");
+  expect(startCalls).toEqual([]);
+  await screenshots(page, testInfo, "clamping-bad-key");
+
+  await console.start({
+    key: "e2e-clamped",
+    dryRun: true,
+    numbers: { "Batch size": "5000", "Sleep between batches": "-5", Concurrency: "999" },
+  });
+  await expect(page.getByText("Will be clamped to").first()).toBeVisible().catch(() => {});
+  const result = console.startResult();
+  await expect(result).toContainText("Started e2e-clamped.");
+  await expect(result).toContainText("batch_size: asked 5000, using 1000");
+  await expect(result).toContainText("sleep_ms: asked -5, using 0");
+  await expect(result).toContainText("concurrency: asked 999, using 64");
+  await expect(page.getByRole("textbox", { name: /^Batch size/ })).toHaveValue("1000");
+
+  await console.row("e2e-clamped").getByRole("link", { name: "e2e-clamped" }).click();
+  const options = page.locator("dl.options");
+  await expect(options).toContainText("Batch size1,000");
+  await expect(options).toContainText("Concurrency64");
+  await screenshots(page, testInfo, "clamping-effective-options");
+});

@@ -1,0 +1,27 @@
+import { expect, test } from "@playwright/test";
+import { ConsolePage } from "../pages/console-page";
+import { LoginPage } from "../pages/login-page";
+import { ALLOWED, DEMO_USERS } from "../support/accounts";
+import { screenshots } from "../support/screens";
+
+test("a dry run with a blank key runs under :dry-run and skips everyone", async ({ page }, testInfo) => {
+  await new LoginPage(page).signIn(ALLOWED);
+  const console = new ConsolePage(page);
+  await console.goto();
+  await console.start({ dryRun: true, numbers: { "Batch size": "500", "Sleep between batches": "0" } });
+  await expect(console.startResult()).toContainText("Started identity-graph-users:dry-run.");
+
+  const row = console.row("identity-graph-users:dry-run");
+  await expect(row).toBeVisible();
+  await expect(row.getByText("dry run", { exact: true })).toBeVisible();
+  await expect(row.getByText("completed")).toBeVisible({ timeout: 30_000 });
+  const total = DEMO_USERS.toLocaleString("en-US");
+  await expect(row).toContainText(`${total} scanned · cursor ${total}`);
+  const cells = row.getByRole("cell");
+  // processed, failed, skipped
+  await expect(cells.nth(2)).toHaveText("0");
+  await expect(cells.nth(3)).toHaveText("0");
+  await expect(cells.nth(4)).toHaveText(total);
+  await expect(console.row("identity-graph-users")).toHaveCount(0);
+  await screenshots(page, testInfo, "dry-run-completed");
+});

@@ -1,0 +1,45 @@
+import { expect, test } from "@playwright/test";
+import { ConsolePage } from "../pages/console-page";
+import { LoginPage } from "../pages/login-page";
+import { ALLOWED } from "../support/accounts";
+import { screenshots } from "../support/screens";
+
+const KEY = "e2e-real-run";
+
+function cursorOf(label: string): number {
+  const match = label.match(/cursor ([\d,]+)/);
+  return match ? Number(match[1].replace(/,/g, "")) : NaN;
+}
+
+test("a real run stops cooperatively and continues from its cursor", async ({ page }, testInfo) => {
+  await new LoginPage(page).signIn(ALLOWED);
+  const console = new ConsolePage(page);
+  await console.goto();
+  await console.start({ key: KEY, numbers: { "Batch size": "20", "Sleep between batches": "400", Concurrency: "2" } });
+  await expect(console.startResult()).toContainText(`Started ${KEY}.`);
+
+  const row = console.row(KEY);
+  await expect(row.getByText("running")).toBeVisible();
+  await expect(row.locator(".progress")).not.toContainText("cursor 0", { timeout: 15_000 });
+  await screenshots(page, testInfo, "real-run-running");
+
+  await console.stop(KEY);
+  await expect(row.getByText(/^(stopping|stopped)$/)).toBeVisible();
+  await expect(row.getByText("stopped", { exact: true })).toBeVisible({ timeout: 15_000 });
+  const stoppedAt = cursorOf(await row.locator(".progress").innerText());
+  expect(stoppedAt).toBeGreaterThan(0);
+
+  await console.start({ key: KEY, numbers: { "Batch size": "20", "Sleep between batches": "400", Concurrency: "2" } });
+  await expect(console.startResult()).toContainText(`Started ${KEY}.`);
+  await expect
+    .poll(async () => cursorOf(await row.locator(".progress").innerText()), { timeout: 15_000 })
+    .toBeGreaterThan(stoppedAt);
+  await console.stop(KEY);
+  await expect(row.getByText("stopped", { exact: true })).toBeVisible({ timeout: 15_000 });
+
+  await row.getByRole("link", { name: KEY }).click();
+  await expect(page.getByRole("heading", { name: "Run history" })).toBeVisible();
+  await expect(page.locator(".runs li")).toHaveCount(2);
+  await expect(page.locator(".runs")).toContainText(`stop requested by ${ALLOWED.email}`);
+  await screenshots(page, testInfo, "real-run-detail");
+});

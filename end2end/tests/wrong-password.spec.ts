@@ -1,0 +1,12 @@
+import { expect, test } from "@playwright/test";
+import { LoginPage } from "../pages/login-page";
+import { ALLOWED } from "../support/accounts";
+import { screenshots } from "../support/screens";
+
+test("a wrong password shows an inline error and stays on /login", async ({ page }, testInfo) => {
+  const login = new LoginPage(page);
+  await login.signIn({ email: ALLOWED.email, password: "not-the-password" });
+  await expect(page.getByRole("alert").filter({ hasText: "The email or password is incorrect." })).toBeVisible();
+  await expect(page).toHaveURL(/\/login$/);
+  await screenshots(page, testInfo, "login-wrong-password");
+});

@@ -1,0 +1,14 @@
+//! Backfills: the domain (shared with the UI), the API, and on the server the
+//! engine, its runner, its SQL and the Identity Graph sinks.
+
+pub mod api;
+pub mod domain;
+
+#[cfg(feature = "ssr")]
+pub mod engine;
+#[cfg(feature = "ssr")]
+pub mod runner;
+#[cfg(feature = "ssr")]
+pub mod sinks;
+#[cfg(feature = "ssr")]
+pub mod store;

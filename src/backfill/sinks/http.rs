@@ -1,0 +1,117 @@
+//! The external Identity Graph API: `PUT {url}/users/{id}` with a bearer token.
+
+use super::{IdentityGraph, SinkError, SourceUser};
+use futures::future::BoxFuture;
+use reqwest::{header, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+pub const MAX_ATTEMPTS: u32 = 3;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+pub struct HttpGraph {
+    client: reqwest::Client,
+    base_url: String,
+    token: Option<String>,
+    base_backoff: Duration,
+}
+
+impl HttpGraph {
+    pub fn new(base_url: String, token: Option<String>, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a reqwest client with only timeouts set builds");
+        Self {
+            client,
+            base_url,
+            token,
+            base_backoff: Duration::from_millis(200),
+        }
+    }
+
+    pub fn request_body(user: &SourceUser) -> serde_json::Value {
+        json!({
+            "user_id": user.id,
+            "email": user.email,
+            "phone": user.phone,
+            "created_at": user.created_at,
+            "identifiers": {
+                "email": user.email,
+                "phone": user.phone,
+                "signup_ip": user.signup_ip,
+                "last_login_ip": user.last_login_ip,
+                "device_ids": user.device_id.iter().collect::<Vec<_>>(),
+            },
+        })
+    }
+
+    async fn write(&self, user: &SourceUser) -> Result<(), SinkError> {
+        let url = format!("{}/users/{}", self.base_url, user.id);
+        let body = Self::request_body(user);
+        let mut last_error = String::new();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut request = self.client.put(&url).json(&body);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let wait = match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = retry_after(response.headers());
+                    let text = response.text().await.unwrap_or_default();
+                    last_error = format!("HTTP {}: {}", status.as_u16(), truncate(&text, 300));
+                    if !is_retriable(status) {
+                        return Err(SinkError(last_error));
+                    }
+                    retry_after.unwrap_or_else(|| self.backoff(attempt))
+                }
+                Err(error) => {
+                    last_error = if error.is_timeout() {
+                        "timed out waiting for the Identity Graph".to_string()
+                    } else if error.is_connect() {
+                        "could not connect to the Identity Graph".to_string()
+                    } else {
+                        format!("request failed: {}", error.without_url())
+                    };
+                    self.backoff(attempt)
+                }
+            };
+            if attempt < MAX_ATTEMPTS {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(SinkError(format!("{last_error} (after {MAX_ATTEMPTS} attempts)")))
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.base_backoff * 2u32.pow(attempt - 1)
+    }
+}
+
+impl IdentityGraph for HttpGraph {
+    fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.write(user))
+    }
+}
+
+fn is_retriable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    let mut out: String = text.chars().take(max_chars).collect();
+    if text.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}

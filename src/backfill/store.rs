@@ -1,0 +1,549 @@
+//! Every SQL statement the engine runs against its own tables. Each state
+//! change is a guarded update (`WHERE status = …` and, for a runner, `AND owner = me`).
+
+use super::domain::*;
+use super::sinks::SourceUser;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::Duration;
+
+const JOB_COLUMNS: &str = "job_key, status, dry_run, mode, options, cursor, processed, failed, skipped,
+    skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
+    pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
+    owner, heartbeat_at, run_started_at, run_scanned";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub job_key: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub mode: String,
+    pub options: sqlx::types::Json<StartOptions>,
+    pub cursor: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub skipped_dry_run: i64,
+    pub skipped_deleted: i64,
+    pub skipped_no_identifiers: i64,
+    pub consecutive_failures: i32,
+    pub last_error: Option<String>,
+    pub pause_reason: Option<String>,
+    pub stop_requested: bool,
+    pub started_by: Option<String>,
+    pub stopped_by: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub run_started_at: Option<DateTime<Utc>>,
+    pub run_scanned: i64,
+}
+
+impl JobRow {
+    pub fn status(&self) -> Option<JobStatus> {
+        JobStatus::parse(&self.status)
+    }
+
+    /// The API shape. `max_user_id` feeds the ETA of an active run.
+    pub fn to_job(&self, max_user_id: Option<i64>) -> Job {
+        let status = self.status().unwrap_or(JobStatus::Archived);
+        let scanned = self.processed + self.failed + self.skipped;
+        let active = status.is_active();
+        let throughput_per_sec = self.run_started_at.filter(|_| active).and_then(|since| {
+            let elapsed = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+            (elapsed >= 1.0).then(|| self.run_scanned as f64 / elapsed)
+        });
+        let eta_secs = match (throughput_per_sec, max_user_id) {
+            (Some(rate), Some(max_id)) if rate > 0.0 && self.options.0.mode == Mode::Full => {
+                Some(((max_id - self.cursor).max(0) as f64 / rate).ceil() as i64)
+            }
+            _ => None,
+        };
+        Job {
+            job_key: self.job_key.clone(),
+            status,
+            dry_run: self.dry_run,
+            mode: Mode::parse(&self.mode).unwrap_or_default(),
+            cursor: self.cursor,
+            processed: self.processed,
+            failed: self.failed,
+            skipped: self.skipped,
+            scanned,
+            progress_label: progress_label(scanned, self.cursor),
+            skipped_by_reason: SkipCounts {
+                dry_run: self.skipped_dry_run,
+                deleted: self.skipped_deleted,
+                no_identifiers: self.skipped_no_identifiers,
+            },
+            last_error: self.last_error.clone(),
+            pause_reason: self.pause_reason.as_deref().and_then(PauseReason::parse),
+            stop_requested: self.stop_requested,
+            options: self.options.0.clone(),
+            started_by: self.started_by.clone(),
+            stopped_by: self.stopped_by.clone(),
+            started_at: self.started_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+            throughput_per_sec,
+            eta_secs,
+        }
+    }
+}
+
+fn status_list(statuses: &[JobStatus]) -> Vec<String> {
+    statuses.iter().map(|s| s.as_str().to_string()).collect()
+}
+
+pub async fn get_job(pool: &PgPool, job_key: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"))
+        .bind(job_key)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Visible jobs only: `archived` and legacy statuses stay hidden.
+pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs
+         WHERE status = ANY($1)
+         ORDER BY (status IN ('running', 'stopping')) DESC, updated_at DESC, job_key"
+    ))
+    .bind(status_list(&JobStatus::VISIBLE))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn max_user_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(id) FROM users").fetch_one(pool).await
+}
+
+/// Claims a key for a new run. Returns `None` when the key is active (or
+/// archived): the guard is the `WHERE` on the conflicting row's status.
+pub async fn claim_for_start(
+    tx: &mut Transaction<'_, Postgres>,
+    options: &StartOptions,
+    owner: &str,
+    actor: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO identity_graph_backfill_jobs AS j
+             (job_key, status, dry_run, mode, options, owner, heartbeat_at, started_by, started_at,
+              updated_at, run_started_at)
+         VALUES ($1, 'running', $2, $3, $4, $5, now(), $6, now(), now(), now())
+         ON CONFLICT (job_key) DO UPDATE SET
+             status = 'running', dry_run = EXCLUDED.dry_run, mode = EXCLUDED.mode,
+             options = EXCLUDED.options, owner = EXCLUDED.owner, heartbeat_at = now(),
+             started_by = EXCLUDED.started_by, started_at = now(), updated_at = now(),
+             run_started_at = now(), run_scanned = 0, finished_at = NULL, stopped_by = NULL,
+             stop_requested = false, pause_reason = NULL, consecutive_failures = 0,
+             cursor = CASE WHEN $7 THEN 0 ELSE j.cursor END,
+             processed = CASE WHEN $7 THEN 0 ELSE j.processed END,
+             failed = CASE WHEN $7 THEN 0 ELSE j.failed END,
+             skipped = CASE WHEN $7 THEN 0 ELSE j.skipped END,
+             skipped_dry_run = CASE WHEN $7 THEN 0 ELSE j.skipped_dry_run END,
+             skipped_deleted = CASE WHEN $7 THEN 0 ELSE j.skipped_deleted END,
+             skipped_no_identifiers = CASE WHEN $7 THEN 0 ELSE j.skipped_no_identifiers END
+         WHERE j.status = ANY($8)
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(options.job_key.as_str())
+    .bind(options.dry_run)
+    .bind(options.mode.as_str())
+    .bind(sqlx::types::Json(options))
+    .bind(owner)
+    .bind(actor)
+    .bind(options.reset_cursor)
+    .bind(status_list(&JobStatus::STARTABLE))
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// The watchdog's claim: only a paused, resumable job, and only one replica wins.
+pub async fn claim_for_resume(
+    tx: &mut Transaction<'_, Postgres>,
+    job_key: &str,
+    owner: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE identity_graph_backfill_jobs SET
+             status = 'running', owner = $2, heartbeat_at = now(), pause_reason = NULL,
+             consecutive_failures = 0, updated_at = now(), run_started_at = now(), run_scanned = 0,
+             finished_at = NULL
+         WHERE job_key = $1 AND status = 'paused' AND pause_reason = ANY($3)
+           AND NOT dry_run AND NOT stop_requested
+           AND coalesce((options ->> 'auto_resume')::boolean, true)
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_key)
+    .bind(owner)
+    .bind(PauseReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub async fn insert_run(
+    tx: &mut Transaction<'_, Postgres>,
+    job_key: &str,
+    trigger: &str,
+    actor: Option<&str>,
+    owner: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO identity_graph_backfill_runs (job_key, trigger, started_by, owner)
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(job_key)
+    .bind(trigger)
+    .bind(actor)
+    .bind(owner)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+pub async fn resumable_job_keys(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT job_key FROM identity_graph_backfill_jobs
+         WHERE status = 'paused' AND pause_reason = ANY($1) AND NOT dry_run AND NOT stop_requested
+           AND coalesce((options ->> 'auto_resume')::boolean, true)
+         ORDER BY updated_at",
+    )
+    .bind(PauseReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}
+
+/// A stop request: `running → stopping`, `paused → stopped` (nobody is running it).
+pub async fn request_stop(pool: &PgPool, job_key: &str, actor: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "UPDATE identity_graph_backfill_jobs SET
+             stop_requested = true, stopped_by = $2, updated_at = now(),
+             status = CASE status WHEN 'paused' THEN 'stopped' ELSE 'stopping' END,
+             pause_reason = CASE status WHEN 'paused' THEN NULL ELSE pause_reason END,
+             finished_at = CASE status WHEN 'paused' THEN now() ELSE finished_at END
+         WHERE job_key = $1 AND status IN ('running', 'stopping', 'paused')
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_key)
+    .bind(actor)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if row.is_some() {
+        sqlx::query(
+            "UPDATE identity_graph_backfill_runs SET stopped_by = $2, stopped_at = now()
+             WHERE id = (SELECT max(id) FROM identity_graph_backfill_runs WHERE job_key = $1)
+               AND stopped_by IS NULL",
+        )
+        .bind(job_key)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Renews the lease. `None` means this replica no longer owns the job.
+pub async fn heartbeat(pool: &PgPool, job_key: &str, owner: &str, renew: bool) -> Result<Option<bool>, sqlx::Error> {
+    if renew {
+        sqlx::query_scalar(
+            "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now()
+             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+             RETURNING stop_requested",
+        )
+        .bind(job_key)
+        .bind(owner)
+        .fetch_optional(pool)
+        .await
+    } else {
+        sqlx::query_scalar(
+            "SELECT stop_requested FROM identity_graph_backfill_jobs
+             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')",
+        )
+        .bind(job_key)
+        .bind(owner)
+        .fetch_optional(pool)
+        .await
+    }
+}
+
+/// Jobs whose owner stopped heartbeating: `running → paused (interrupted)`,
+/// `stopping → stopped`. Returns the keys it interrupted.
+pub async fn interrupt_expired_leases(pool: &PgPool, ttl: Duration) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE identity_graph_backfill_jobs SET
+             status = CASE status WHEN 'running' THEN 'paused' ELSE 'stopped' END,
+             pause_reason = CASE status WHEN 'running' THEN 'interrupted' ELSE NULL END,
+             finished_at = CASE status WHEN 'stopping' THEN now() ELSE finished_at END,
+             owner = NULL, heartbeat_at = NULL, updated_at = now()
+         WHERE status IN ('running', 'stopping')
+           AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $1))
+         RETURNING job_key",
+    )
+    .bind(ttl.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// The next batch after the cursor, in id order (the keyset scan).
+pub async fn users_after(pool: &PgPool, cursor: i64, limit: u32) -> Result<Vec<SourceUser>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, email, phone, created_at, signup_ip, last_login_ip, device_id, deleted_at
+         FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(cursor)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+}
+
+/// Users with an unresolved failure on this job, after `after_user_id` and at
+/// most `up_to` (the cursor, in full mode).
+pub async fn failed_users_after(
+    pool: &PgPool,
+    job_key: &str,
+    after_user_id: i64,
+    up_to: Option<i64>,
+    limit: u32,
+) -> Result<Vec<SourceUser>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.phone, u.created_at, u.signup_ip, u.last_login_ip, u.device_id, u.deleted_at
+         FROM identity_graph_backfill_failures f
+         JOIN users u ON u.id = f.user_id
+         WHERE f.job_key = $1 AND f.resolved_at IS NULL AND f.user_id > $2
+           AND ($3::bigint IS NULL OR f.user_id <= $3)
+         ORDER BY f.user_id LIMIT $4",
+    )
+    .bind(job_key)
+    .bind(after_user_id)
+    .bind(up_to)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+}
+
+/// What one batch changed, written in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Checkpoint {
+    pub cursor: Option<i64>,
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: SkipCounts,
+    pub scanned: i64,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub failures: Vec<(i64, String)>,
+    pub resolved: Vec<i64>,
+}
+
+/// Writes a batch's checkpoint. `false` means the lease was lost and nothing was written.
+pub async fn checkpoint(
+    pool: &PgPool,
+    job_key: &str,
+    owner: &str,
+    run_id: i64,
+    batch: &Checkpoint,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let skipped_total = batch.skipped.dry_run + batch.skipped.deleted + batch.skipped.no_identifiers;
+    let updated = sqlx::query(
+        "UPDATE identity_graph_backfill_jobs SET
+             cursor = coalesce($3, cursor),
+             processed = processed + $4, failed = failed + $5, skipped = skipped + $6,
+             skipped_dry_run = skipped_dry_run + $7, skipped_deleted = skipped_deleted + $8,
+             skipped_no_identifiers = skipped_no_identifiers + $9,
+             consecutive_failures = $10, last_error = coalesce($11, last_error),
+             run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now()
+         WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')",
+    )
+    .bind(job_key)
+    .bind(owner)
+    .bind(batch.cursor)
+    .bind(batch.processed)
+    .bind(batch.failed)
+    .bind(skipped_total)
+    .bind(batch.skipped.dry_run)
+    .bind(batch.skipped.deleted)
+    .bind(batch.skipped.no_identifiers)
+    .bind(batch.consecutive_failures as i32)
+    .bind(&batch.last_error)
+    .bind(batch.scanned)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if !batch.failures.is_empty() {
+        let (ids, errors): (Vec<i64>, Vec<String>) = batch.failures.iter().cloned().unzip();
+        sqlx::query(
+            "INSERT INTO identity_graph_backfill_failures (job_key, user_id, error)
+             SELECT $1, user_id, error FROM unnest($2::bigint[], $3::text[]) AS t(user_id, error)
+             ON CONFLICT (job_key, user_id) DO UPDATE SET
+                 error = EXCLUDED.error, last_failed_at = now(), resolved_at = NULL,
+                 attempts = identity_graph_backfill_failures.attempts + 1",
+        )
+        .bind(job_key)
+        .bind(&ids)
+        .bind(&errors)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.resolved.is_empty() {
+        sqlx::query(
+            "UPDATE identity_graph_backfill_failures SET resolved_at = now()
+             WHERE job_key = $1 AND user_id = ANY($2) AND resolved_at IS NULL",
+        )
+        .bind(job_key)
+        .bind(&batch.resolved)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE identity_graph_backfill_runs SET processed = processed + $2, failed = failed + $3,
+             skipped = skipped + $4 WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(batch.processed)
+    .bind(batch.failed)
+    .bind(skipped_total)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// How a run ended, as it is written to the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Completed,
+    Paused(PauseReason),
+    Stopped,
+    Failed(String),
+}
+
+/// Releases the lease with the run's final status. A pending stop wins over
+/// every other ending. Returns the status written, or `None` if the lease was lost.
+pub async fn finish_run(
+    pool: &PgPool,
+    job_key: &str,
+    owner: &str,
+    run_id: i64,
+    end: &RunEnd,
+) -> Result<Option<JobStatus>, sqlx::Error> {
+    let (status, reason, error) = match end {
+        RunEnd::Completed => (JobStatus::Completed, None, None),
+        RunEnd::Paused(reason) => (JobStatus::Paused, Some(reason.as_str()), None),
+        RunEnd::Stopped => (JobStatus::Stopped, None, None),
+        RunEnd::Failed(error) => (JobStatus::Failed, None, Some(error.as_str())),
+    };
+    let mut tx = pool.begin().await?;
+    let written: Option<String> = sqlx::query_scalar(
+        "UPDATE identity_graph_backfill_jobs SET
+             status = CASE WHEN stop_requested OR status = 'stopping' THEN 'stopped' ELSE $3 END,
+             pause_reason = CASE WHEN stop_requested OR status = 'stopping' THEN NULL ELSE $4 END,
+             finished_at = CASE WHEN (stop_requested OR status = 'stopping' OR $3 <> 'paused') THEN now() ELSE NULL END,
+             last_error = coalesce($5, last_error),
+             owner = NULL, heartbeat_at = NULL, updated_at = now()
+         WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+         RETURNING status",
+    )
+    .bind(job_key)
+    .bind(owner)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(error)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(final_status) = &written {
+        let outcome = match (final_status.as_str(), reason) {
+            ("paused", Some(reason)) => format!("paused ({reason})"),
+            (other, _) => other.to_string(),
+        };
+        sqlx::query("UPDATE identity_graph_backfill_runs SET ended_at = now(), outcome = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(outcome)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(written.as_deref().and_then(JobStatus::parse))
+}
+
+pub async fn recent_failures(pool: &PgPool, job_key: &str, limit: i64) -> Result<Vec<FailureRecord>, sqlx::Error> {
+    let rows: Vec<(i64, String, i32, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT user_id, error, attempts, first_failed_at, last_failed_at
+         FROM identity_graph_backfill_failures
+         WHERE job_key = $1 AND resolved_at IS NULL
+         ORDER BY last_failed_at DESC, user_id DESC LIMIT $2",
+    )
+    .bind(job_key)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, error, attempts, first_failed_at, last_failed_at)| FailureRecord {
+            user_id,
+            error,
+            attempts,
+            first_failed_at,
+            last_failed_at,
+        })
+        .collect())
+}
+
+pub async fn unresolved_failure_count(pool: &PgPool, job_key: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = $1 AND resolved_at IS NULL",
+    )
+    .bind(job_key)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn recent_runs(pool: &PgPool, job_key: &str, limit: i64) -> Result<Vec<RunRecord>, sqlx::Error> {
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        i64,
+        String,
+        Option<String>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<String>,
+        i64,
+        i64,
+        i64,
+        String,
+    )> = sqlx::query_as(
+        "SELECT id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
+         FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(job_key)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner)| {
+                RunRecord {
+                    id,
+                    trigger,
+                    started_by,
+                    started_at,
+                    ended_at,
+                    outcome,
+                    stopped_by,
+                    processed,
+                    failed,
+                    skipped,
+                    owner,
+                }
+            },
+        )
+        .collect())
+}

@@ -1,0 +1,88 @@
+//! Small display helpers shared by the pages.
+
+use chrono::{DateTime, Utc};
+
+pub use crate::backfill::domain::thousands;
+
+pub fn now() -> DateTime<Utc> {
+    #[cfg(feature = "ssr")]
+    {
+        Utc::now()
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        DateTime::from_timestamp_millis(js_now_millis()).unwrap_or_default()
+    }
+}
+
+#[cfg(all(not(feature = "ssr"), feature = "hydrate"))]
+fn js_now_millis() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+#[cfg(all(not(feature = "ssr"), not(feature = "hydrate")))]
+fn js_now_millis() -> i64 {
+    0
+}
+
+/// `3 s ago`, `5 min ago`, `2 h ago`, `4 d ago`.
+pub fn relative_time(at: DateTime<Utc>) -> String {
+    let seconds = (now() - at).num_seconds().max(0);
+    match seconds {
+        0..=4 => "just now".into(),
+        5..=59 => format!("{seconds} s ago"),
+        60..=3_599 => format!("{} min ago", seconds / 60),
+        3_600..=86_399 => format!("{} h ago", seconds / 3_600),
+        _ => format!("{} d ago", seconds / 86_400),
+    }
+}
+
+pub fn exact_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `900000` ms → `15 min`.
+pub fn duration_ms(ms: u64) -> String {
+    duration_secs((ms / 1000) as i64)
+}
+
+pub fn duration_secs(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3_600 => {
+            let (m, s) = (s / 60, s % 60);
+            if s == 0 { format!("{m} min") } else { format!("{m} min {s} s") }
+        }
+        s => {
+            let (h, m) = (s / 3_600, (s % 3_600) / 60);
+            if m == 0 { format!("{h} h") } else { format!("{h} h {m} min") }
+        }
+    }
+}
+
+pub fn truncate(text: &str, max_chars: usize) -> (String, bool) {
+    if text.chars().count() <= max_chars {
+        (text.to_string(), false)
+    } else {
+        (text.chars().take(max_chars).collect::<String>() + "…", true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_ms(900_000), "15 min");
+        assert_eq!(duration_ms(21_600_000), "6 h");
+        assert_eq!(duration_secs(75), "1 min 15 s");
+        assert_eq!(duration_secs(3_660), "1 h 1 min");
+    }
+
+    #[test]
+    fn truncation_marks_the_cut() {
+        assert_eq!(truncate("short", 10), ("short".to_string(), false));
+        assert_eq!(truncate("abcdefghijkl", 5), ("abcde…".to_string(), true));
+    }
+}

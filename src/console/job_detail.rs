@@ -1,0 +1,213 @@
+//! `/jobs/:key`: one job in full — effective options, last error, recent
+//! per-user failures, and its run history.
+
+use super::format::{duration_ms, duration_secs, exact_time, relative_time, thousands};
+use super::jobs_table::{StatusBadge, StopButton};
+use super::{use_auto_refresh, RefreshButton};
+use crate::backfill::api::job;
+use crate::backfill::domain::{JobDetail, StartOptions};
+use crate::error::AppError;
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+#[component]
+pub fn JobDetailPage() -> impl IntoView {
+    let params = use_params_map();
+    let key = Memo::new(move |_| params.with(|p| p.get("key").unwrap_or_default()));
+    let refresh = RwSignal::new(0u64);
+    let detail: Resource<Result<JobDetail, AppError>> =
+        Resource::new(move || (key.get(), refresh.get()), |(key, _)| job(key));
+    let active = Signal::derive(move || detail.get().and_then(Result::ok).is_some_and(|d| d.job.status.is_active()));
+    use_auto_refresh(refresh, active);
+
+    view! {
+        <div class="detail">
+            <nav class="breadcrumb" aria-label="Breadcrumb">
+                <a href="/">"Identity Graph Backfill"</a>
+                <span aria-hidden="true">" / "</span>
+                <span aria-current="page">{move || key.get()}</span>
+            </nav>
+            <div class="page-head">
+                <div>
+                    <p class="eyebrow">"Job"</p>
+                    <h1 class="mono">{move || key.get()}</h1>
+                </div>
+                <RefreshButton refresh loading=Signal::derive(move || detail.get().is_none()) />
+            </div>
+            <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }>
+                {move || detail.get().map(|result| match result {
+                    Ok(detail) => view! { <Detail detail on_changed=move || refresh.update(|n| *n += 1) /> }.into_any(),
+                    Err(error) => view! {
+                        <div class="notice error" role="alert">
+                            <p><strong>"Could not load this job. "</strong>{error.display_message()}</p>
+                            <p><a href="/">"Back to all jobs"</a></p>
+                        </div>
+                    }.into_any(),
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
+    match at {
+        Some(at) => view! { <time datetime=at.to_rfc3339() title=exact_time(at)>{relative_time(at)}</time> }.into_any(),
+        None => view! { <span class="muted">"—"</span> }.into_any(),
+    }
+}
+
+#[component]
+fn Detail(detail: JobDetail, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+    let job = detail.job;
+    let rate = job
+        .throughput_per_sec
+        .map(|r| format!("{} users/s", thousands(r.round() as i64)))
+        .unwrap_or_else(|| "—".into());
+    let eta = job.eta_secs.map(|s| format!("~{}", duration_secs(s))).unwrap_or_else(|| "—".into());
+    view! {
+        <section class="card" aria-labelledby="status-title">
+            <div class="section-head">
+                <h2 id="status-title">"Status"</h2>
+                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
+            </div>
+            <div class="status-line" aria-live="polite">
+                <StatusBadge status=job.status />
+                {job.dry_run.then(|| view! { <span class="marker">"dry run"</span> })}
+                {job.pause_reason.map(|r| view! { <span class="reason">"paused: " {r.as_str()}</span> })}
+                {job.stop_requested.then(|| view! { <span class="reason">"stop requested"</span> })}
+                <span class="progress">{job.progress_label.clone()}</span>
+            </div>
+            <dl class="facts">
+                <div><dt>"Processed"</dt><dd>{thousands(job.processed)}</dd></div>
+                <div><dt>"Failed"</dt><dd>{thousands(job.failed)}</dd></div>
+                <div>
+                    <dt>"Skipped"</dt>
+                    <dd>
+                        {thousands(job.skipped)}
+                        <span class="muted small">
+                            " (dry-run " {thousands(job.skipped_by_reason.dry_run)}
+                            " · deleted " {thousands(job.skipped_by_reason.deleted)}
+                            " · no identifiers " {thousands(job.skipped_by_reason.no_identifiers)} ")"
+                        </span>
+                    </dd>
+                </div>
+                <div><dt>"Cursor"</dt><dd>{thousands(job.cursor)}</dd></div>
+                <div><dt>"Throughput"</dt><dd>{rate}</dd></div>
+                <div><dt>"ETA"</dt><dd>{eta}</dd></div>
+                <div><dt>"Started by"</dt><dd>{job.started_by.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                <div><dt>"Stopped by"</dt><dd>{job.stopped_by.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                <div><dt>"Started"</dt><dd>{time_cell(job.started_at)}</dd></div>
+                <div><dt>"Updated"</dt><dd>{time_cell(Some(job.updated_at))}</dd></div>
+                <div><dt>"Finished"</dt><dd>{time_cell(job.finished_at)}</dd></div>
+            </dl>
+        </section>
+        <section class="card" aria-labelledby="error-title">
+            <h2 id="error-title">"Last error"</h2>
+            {match job.last_error.clone() {
+                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_any(),
+                None => view! { <p class="muted">"No error recorded."</p> }.into_any(),
+            }}
+        </section>
+        <section class="card" aria-labelledby="failures-title">
+            <h2 id="failures-title">"Recent per-user failures"</h2>
+            <p class="muted">
+                {thousands(detail.unresolved_failures)} " unresolved. A failure is resolved when a later run writes the user. "
+                "Run with mode Failed only to retry just these."
+            </p>
+            {if detail.recent_failures.is_empty() {
+                view! { <p class="empty">"No unresolved failures."</p> }.into_any()
+            } else {
+                view! {
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
+                        <table class="failures-table">
+                            <thead>
+                                <tr>
+                                    <th scope="col" class="num">"User id"</th>
+                                    <th scope="col">"Error"</th>
+                                    <th scope="col" class="num">"Attempts"</th>
+                                    <th scope="col">"Last failed"</th>
+                                </tr>
+                            </thead>
+                            <tbody>
+                                {detail.recent_failures.into_iter().map(|f| view! {
+                                    <tr>
+                                        <td class="num mono">{f.user_id}</td>
+                                        <td class="error-text">{f.error}</td>
+                                        <td class="num">{f.attempts}</td>
+                                        <td>{time_cell(Some(f.last_failed_at))}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                }.into_any()
+            }}
+        </section>
+        <div class="detail-grid">
+            <section class="card" aria-labelledby="options-title">
+                <h2 id="options-title">"Effective options"</h2>
+                <OptionsList options=job.options.clone() />
+            </section>
+            <section class="card" aria-labelledby="runs-title">
+                <h2 id="runs-title">"Run history"</h2>
+                {if detail.runs.is_empty() {
+                    view! { <p class="empty">"No runs recorded."</p> }.into_any()
+                } else {
+                    view! {
+                        <ol class="runs">
+                            {detail.runs.into_iter().map(|run| {
+                                let who = match (run.trigger.as_str(), run.started_by) {
+                                    ("watchdog", _) => "the watchdog (auto-resume)".to_string(),
+                                    (_, Some(email)) => email,
+                                    (trigger, None) => trigger.to_string(),
+                                };
+                                view! {
+                                    <li>
+                                        <p>
+                                            <strong>"Run " {run.id}</strong> " started by " {who} " "
+                                            {time_cell(Some(run.started_at))}
+                                        </p>
+                                        <p class="muted">
+                                            {run.outcome.map(|o| format!("Ended {o}")).unwrap_or_else(|| "Still running".into())}
+                                            {run.ended_at.map(|at| format!(" at {}", exact_time(at)))}
+                                            {run.stopped_by.map(|who| format!(" · stop requested by {who}"))}
+                                            " · " {thousands(run.processed)} " processed, " {thousands(run.failed)} " failed, "
+                                            {thousands(run.skipped)} " skipped"
+                                        </p>
+                                    </li>
+                                }
+                            }).collect_view()}
+                        </ol>
+                    }.into_any()
+                }}
+            </section>
+        </div>
+    }
+}
+
+#[component]
+fn OptionsList(options: StartOptions) -> impl IntoView {
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    let rows = [
+        ("Job key", options.job_key.to_string()),
+        ("Batch size", thousands(options.batch_size.into())),
+        ("Sleep between batches", format!("{} ms", thousands(options.sleep_ms.into()))),
+        (
+            "Runtime cap",
+            format!("{} ms ({})", thousands(options.max_runtime_ms as i64), duration_ms(options.max_runtime_ms)),
+        ),
+        ("Max consecutive failures", thousands(options.max_consecutive_failures.into())),
+        ("Concurrency", thousands(options.concurrency.into())),
+        ("Mode", options.mode.as_str().to_string()),
+        ("Retry failed before cursor", on_off(options.retry_failed_before_cursor).to_string()),
+        ("Reset cursor", on_off(options.reset_cursor).to_string()),
+        ("Dry run", on_off(options.dry_run).to_string()),
+        ("Auto-resume", on_off(options.auto_resume).to_string()),
+    ];
+    view! {
+        <dl class="options">
+            {rows.into_iter().map(|(label, value)| view! { <div><dt>{label}</dt><dd>{value}</dd></div> }).collect_view()}
+        </dl>
+    }
+}

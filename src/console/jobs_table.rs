@@ -1,0 +1,183 @@
+//! The jobs table: one row per job, with a confirmed Stop on active rows.
+
+use super::format::{duration_secs, exact_time, relative_time, thousands, truncate};
+use crate::backfill::api::Stop;
+use crate::backfill::domain::{Job, JobStatus};
+use leptos::prelude::*;
+
+#[component]
+pub fn StatusBadge(status: JobStatus, #[prop(optional)] stopping_now: bool) -> impl IntoView {
+    let status = if stopping_now && status == JobStatus::Running { JobStatus::Stopping } else { status };
+    view! { <span class=format!("badge badge-{}", status.as_str())>{status.as_str()}</span> }
+}
+
+#[component]
+pub fn JobsTable(jobs: Vec<Job>, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+    if jobs.is_empty() {
+        return view! {
+            <div class="empty">
+                <p><strong>"No jobs yet."</strong></p>
+                <p class="muted">"Start a dry run with a blank job key to rehearse, then a real run."</p>
+            </div>
+        }
+        .into_any();
+    }
+    view! {
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Jobs table">
+            <table class="jobs-table">
+                <caption class="visually-hidden">"Backfill jobs, active first"</caption>
+                <thead>
+                    <tr>
+                        <th scope="col">"Job"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Progress"</th>
+                        <th scope="col" class="num">"Processed"</th>
+                        <th scope="col" class="num">"Failed"</th>
+                        <th scope="col" class="num">"Skipped"</th>
+                        <th scope="col">"Rate · ETA"</th>
+                        <th scope="col">"Last error"</th>
+                        <th scope="col">"Started by"</th>
+                        <th scope="col">"Updated"</th>
+                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {jobs.into_iter().map(|job| {
+                        let on_changed = on_changed.clone();
+                        view! { <JobRow job on_changed /> }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+    let href = format!("/jobs/{}", job.job_key);
+    let rate = match (job.throughput_per_sec, job.eta_secs) {
+        (Some(rate), Some(eta)) => format!("{} users/s · ~{} left", thousands(rate.round() as i64), duration_secs(eta)),
+        (Some(rate), None) => format!("{} users/s", thousands(rate.round() as i64)),
+        _ => "—".into(),
+    };
+    let error_view = job.last_error.clone().map(|error| {
+        let (short, cut) = truncate(&error, 60);
+        if cut {
+            view! {
+                <details class="error-text">
+                    <summary title="Show the full error">{short}</summary>
+                    <p>{error}</p>
+                </details>
+            }
+            .into_any()
+        } else {
+            view! { <span class="error-text">{error}</span> }.into_any()
+        }
+    });
+    view! {
+        <tr>
+            <th scope="row">
+                <a class="job-link" href=href>{job.job_key.clone()}</a>
+                {job.dry_run.then(|| view! { <span class="marker" title="Dry run: nothing is written">"dry run"</span> })}
+                <span class="mode">{job.mode.as_str()}</span>
+            </th>
+            <td>
+                <StatusCell job=job.clone() />
+            </td>
+            <td class="progress">{job.progress_label.clone()}</td>
+            <td class="num">{thousands(job.processed)}</td>
+            <td class="num">{thousands(job.failed)}</td>
+            <td class="num">{thousands(job.skipped)}</td>
+            <td class="rate">{rate}</td>
+            <td class="last-error">{error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}</td>
+            <td>{job.started_by.clone().unwrap_or_else(|| "—".into())}</td>
+            <td>
+                <time datetime=job.updated_at.to_rfc3339() title=exact_time(job.updated_at)>
+                    {relative_time(job.updated_at)}
+                </time>
+            </td>
+            <td class="row-actions">
+                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
+            </td>
+        </tr>
+    }
+}
+
+/// Status and pause reason; the badge turns `stopping` the moment Stop is confirmed.
+#[component]
+fn StatusCell(job: Job) -> impl IntoView {
+    let requests = use_context::<StopRequests>();
+    let key = job.job_key.clone();
+    let stopping_now = move || requests.is_some_and(|r| r.0.with(|keys| keys.contains(&key)));
+    view! {
+        <div class="status-cell" aria-live="polite">
+            {move || view! { <StatusBadge status=job.status stopping_now=stopping_now() /> }}
+            {job.pause_reason.map(|reason| view! { <span class="reason">{reason.as_str()}</span> })}
+        </div>
+    }
+}
+
+/// Keys whose stop the operator just confirmed, for the immediate `stopping` badge.
+#[derive(Clone, Copy)]
+pub struct StopRequests(pub RwSignal<Vec<String>>);
+
+#[component]
+pub fn StopButton(
+    job_key: String,
+    can_stop: bool,
+    on_changed: impl Fn() + Clone + Send + Sync + 'static,
+) -> impl IntoView {
+    if !can_stop {
+        return ().into_any();
+    }
+    let stop = ServerAction::<Stop>::new();
+    Effect::new(move |_| {
+        if stop.value().get().is_some() {
+            on_changed();
+        }
+    });
+    let confirming = RwSignal::new(false);
+    let requests = use_context::<StopRequests>();
+    let key = StoredValue::new(job_key);
+    let error = move || stop.value().get().and_then(Result::err).map(|e| e.display_message());
+    view! {
+        <div class="stop">
+            <Show
+                when=move || confirming.get()
+                fallback=move || view! {
+                    <button
+                        type="button"
+                        class="button danger small"
+                        aria-label=format!("Stop {}", key.get_value())
+                        on:click=move |_| confirming.set(true)
+                    >
+                        "Stop"
+                    </button>
+                }
+            >
+                <div class="confirm" role="group" aria-label=move || format!("Confirm stopping {}", key.get_value())>
+                    <span>"Stop this job?"</span>
+                    <button
+                        type="button"
+                        class="button danger small"
+                        on:click=move |_| {
+                            confirming.set(false);
+                            if let Some(requests) = requests {
+                                requests.0.update(|keys| keys.push(key.get_value()));
+                            }
+                            stop.dispatch(Stop { job_key: key.get_value() });
+                        }
+                    >
+                        "Confirm stop"
+                    </button>
+                    <button type="button" class="button ghost small" on:click=move |_| confirming.set(false)>
+                        "Cancel"
+                    </button>
+                </div>
+            </Show>
+            <p class="field-error" role="alert">{error}</p>
+        </div>
+    }
+    .into_any()
+}

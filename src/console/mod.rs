@@ -1,0 +1,111 @@
+//! The operator console: reader view, summary cards, start form, jobs table
+//! and job detail. Mountable by another Leptos app as `ConsolePage`.
+
+mod format;
+mod guide;
+mod job_detail;
+mod jobs_table;
+mod refresh;
+mod start_form;
+mod summary;
+
+pub use format::{exact_time, relative_time};
+pub use job_detail::JobDetailPage;
+pub use jobs_table::{JobsTable, StatusBadge, StopButton, StopRequests};
+
+pub use refresh::use_auto_refresh;
+pub use summary::SummaryCards;
+
+use crate::backfill::api::list;
+use crate::backfill::domain::{JobStatus, ListResponse};
+use crate::error::AppError;
+use guide::ReaderView;
+use leptos::prelude::*;
+use start_form::StartForm;
+
+/// The whole console page. It assumes its caller already checked access
+/// (the app's frame does); the server checks again on every call.
+#[component]
+pub fn ConsolePage() -> impl IntoView {
+    let refresh = RwSignal::new(0u64);
+    let jobs: Resource<Result<ListResponse, AppError>> = Resource::new(move || refresh.get(), |_| list());
+    let any_active = Signal::derive(move || {
+        jobs.get()
+            .and_then(Result::ok)
+            .is_some_and(|list| list.jobs.iter().any(|job| job.status.is_active()))
+    });
+    use_auto_refresh(refresh, any_active);
+    let stop_requests = StopRequests(RwSignal::new(Vec::new()));
+    provide_context(stop_requests);
+    // A confirmed stop shows `stopping` until the server's own status replaces it.
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = jobs.get() {
+            stop_requests.0.update(|keys| {
+                keys.retain(|key| list.jobs.iter().any(|j| &j.job_key == key && j.status == JobStatus::Running))
+            });
+        }
+    });
+    let runtime_cap = Signal::derive(move || {
+        jobs.get()
+            .and_then(Result::ok)
+            .map(|list| list.summary.ui_runtime_cap_ms)
+            .unwrap_or(crate::backfill::domain::MAX_RUNTIME_MS.default as u64)
+    });
+
+    view! {
+        <div class="console">
+            <div class="page-head">
+                <div>
+                    <p class="eyebrow">"Reporting"</p>
+                    <h1>"Identity Graph Backfill"</h1>
+                    <p class="lede">
+                        "Start a bounded historical user sync, watch its progress, and stop a running job."
+                    </p>
+                </div>
+                <RefreshButton refresh loading=Signal::derive(move || jobs.get().is_none()) />
+            </div>
+            <ReaderView />
+            <Transition fallback=|| view! { <SummaryCards summary=None /> }>
+                {move || jobs.get().map(|result| view! { <SummaryCards summary=result.ok().map(|l| l.summary) /> })}
+            </Transition>
+            <div class="console-grid">
+                <StartForm runtime_cap on_started=move || refresh.update(|n| *n += 1) />
+                <section class="card jobs" aria-labelledby="jobs-title">
+                    <div class="section-head">
+                        <h2 id="jobs-title">"Jobs"</h2>
+                        <p class="muted">
+                            "Refreshes every 2 s while a job is active, every 15 s otherwise, and not while this tab is hidden."
+                        </p>
+                    </div>
+                    <Transition fallback=|| view! { <p class="empty" role="status">"Loading jobs…"</p> }>
+                        {move || jobs.get().map(|result| match result {
+                            Ok(list) => view! {
+                                <JobsTable jobs=list.jobs on_changed=move || refresh.update(|n| *n += 1) />
+                            }.into_any(),
+                            Err(error) => view! {
+                                <div class="notice error" role="alert">
+                                    <p><strong>"Could not load the jobs. "</strong>{error.display_message()}</p>
+                                    <p>"Check that the server is up, then press Refresh."</p>
+                                </div>
+                            }.into_any(),
+                        })}
+                    </Transition>
+                </section>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+pub fn RefreshButton(refresh: RwSignal<u64>, #[prop(into)] loading: Signal<bool>) -> impl IntoView {
+    view! {
+        <button
+            type="button"
+            class="button"
+            aria-busy=move || loading.get().to_string()
+            on:click=move |_| refresh.update(|n| *n += 1)
+        >
+            "Refresh"
+        </button>
+    }
+}

@@ -1,0 +1,259 @@
+//! All configuration, read once from the environment (and `.env`).
+//!
+//! Every value has an embedded default except `DATABASE_URL`; a malformed value
+//! is an error that names its variable.
+
+use crate::access::AllowList;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// Real runs are refused; dry runs still work.
+    NotConfigured,
+    Http {
+        url: String,
+        token: Option<String>,
+        timeout: Duration,
+    },
+    Postgres,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    // The token must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkConfig::NotConfigured => write!(f, "not configured"),
+            SinkConfig::Postgres => write!(f, "postgres"),
+            SinkConfig::Http { url, token, timeout } => write!(
+                f,
+                "http {url} (token {}, timeout {timeout:?})",
+                if token.is_some() { "set" } else { "unset" }
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub site_addr: SocketAddr,
+    pub site_root: PathBuf,
+    pub sink: SinkConfig,
+    pub admins: AllowList,
+    pub watchdog_interval: Duration,
+    pub lease_ttl: Duration,
+    pub ui_runtime_cap_ms: u64,
+    pub session_idle_timeout: Duration,
+    pub session_absolute_timeout: Duration,
+    pub cookie_secure: bool,
+    pub login_failures_per_minute: u32,
+    pub database_max_connections: u32,
+}
+
+impl Config {
+    /// Reads the process environment, after loading `.env` if there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+
+        let database_url = get("DATABASE_URL").ok_or_else(|| ConfigError {
+            variable: "DATABASE_URL",
+            reason: "is not set; point it at a Postgres database, e.g. postgres://user@127.0.0.1:5432/identity_graph_backfill (the README's run command sets it for you)".into(),
+        })?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                reason: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+
+        let site_addr = match get("LEPTOS_SITE_ADDR") {
+            None => "127.0.0.1:3000".parse().expect("valid literal address"),
+            Some(raw) => raw.parse().map_err(|_| ConfigError {
+                variable: "LEPTOS_SITE_ADDR",
+                reason: format!("{raw:?} is not an address such as 127.0.0.1:3000"),
+            })?,
+        };
+        let site_root = PathBuf::from(get("LEPTOS_SITE_ROOT").unwrap_or_else(|| "target/site".into()));
+
+        let sink = match get("IDENTITY_GRAPH_SINK").as_deref() {
+            None | Some("none") => SinkConfig::NotConfigured,
+            Some("postgres") => SinkConfig::Postgres,
+            Some("http") => {
+                let url = get("IDENTITY_GRAPH_URL").ok_or_else(|| ConfigError {
+                    variable: "IDENTITY_GRAPH_URL",
+                    reason: "is required when IDENTITY_GRAPH_SINK=http".into(),
+                })?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError {
+                        variable: "IDENTITY_GRAPH_URL",
+                        reason: "must start with http:// or https://".into(),
+                    });
+                }
+                let timeout_ms = parse_number(&get, "IDENTITY_GRAPH_TIMEOUT_MS", 10_000, 1, 600_000)?;
+                SinkConfig::Http {
+                    url: url.trim_end_matches('/').to_string(),
+                    token: get("IDENTITY_GRAPH_TOKEN"),
+                    timeout: Duration::from_millis(timeout_ms),
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "IDENTITY_GRAPH_SINK",
+                    reason: format!("{other:?} is not one of http, postgres, none"),
+                })
+            }
+        };
+
+        let admins = AllowList::parse(&get("IDENTITY_GRAPH_BACKFILL_ADMINS").unwrap_or_default());
+
+        Ok(Self {
+            database_url,
+            site_addr,
+            site_root,
+            sink,
+            admins,
+            watchdog_interval: Duration::from_millis(parse_number(
+                &get,
+                "IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS",
+                300_000,
+                100,
+                86_400_000,
+            )?),
+            lease_ttl: Duration::from_millis(parse_number(
+                &get,
+                "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS",
+                30_000,
+                500,
+                3_600_000,
+            )?),
+            ui_runtime_cap_ms: parse_number(
+                &get,
+                "IDENTITY_GRAPH_BACKFILL_UI_RUNTIME_CAP_MS",
+                900_000,
+                1_000,
+                21_600_000,
+            )?,
+            session_idle_timeout: Duration::from_secs(parse_number(
+                &get,
+                "SESSION_IDLE_TIMEOUT_SECS",
+                1_800,
+                1,
+                31_536_000,
+            )?),
+            session_absolute_timeout: Duration::from_secs(parse_number(
+                &get,
+                "SESSION_ABSOLUTE_TIMEOUT_SECS",
+                43_200,
+                1,
+                31_536_000,
+            )?),
+            cookie_secure: parse_bool(&get, "SESSION_COOKIE_SECURE", false)?,
+            login_failures_per_minute: parse_number(&get, "LOGIN_MAX_FAILURES_PER_MINUTE", 5, 1, 10_000)?
+                as u32,
+            database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)? as u32,
+        })
+    }
+
+    pub fn sink_configured(&self) -> bool {
+        self.sink != SinkConfig::NotConfigured
+    }
+}
+
+fn parse_number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = get(variable) else {
+        return Ok(default);
+    };
+    let value: u64 = raw.parse().map_err(|_| ConfigError {
+        variable,
+        reason: format!("{raw:?} is not a whole number"),
+    })?;
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError {
+            variable,
+            reason: format!("{value} is outside {min}..={max}"),
+        });
+    }
+    Ok(value)
+}
+
+fn parse_bool(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(variable).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable,
+            reason: format!("{other:?} is not true or false"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_only_a_database() {
+        let config = config(&[("DATABASE_URL", "postgres://localhost/x")]).unwrap();
+        assert_eq!(config.watchdog_interval, Duration::from_secs(300));
+        assert_eq!(config.lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.ui_runtime_cap_ms, 900_000);
+        assert_eq!(config.sink, SinkConfig::NotConfigured);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let missing = config(&[]).unwrap_err();
+        assert_eq!(missing.variable, "DATABASE_URL");
+        let bad_addr = config(&[("DATABASE_URL", "postgres://x/y"), ("LEPTOS_SITE_ADDR", "nope")]).unwrap_err();
+        assert_eq!(bad_addr.variable, "LEPTOS_SITE_ADDR");
+        let bad_sink = config(&[("DATABASE_URL", "postgres://x/y"), ("IDENTITY_GRAPH_SINK", "kafka")]).unwrap_err();
+        assert_eq!(bad_sink.variable, "IDENTITY_GRAPH_SINK");
+        let bad_number = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "soon"),
+        ])
+        .unwrap_err();
+        assert_eq!(bad_number.variable, "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS");
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("IDENTITY_GRAPH_SINK", "http"),
+            ("IDENTITY_GRAPH_URL", "http://graph.local/"),
+            ("IDENTITY_GRAPH_TOKEN", "s3cr3t-token"),
+        ])
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t-token"));
+    }
+}

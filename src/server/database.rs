@@ -1,0 +1,57 @@
+//! The Postgres pool and migrations.
+
+use sqlx::{postgres::PgPoolOptions, PgPool};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("DATABASE_URL: could not connect to {url}: {cause}. Is Postgres running and is the URL right?")]
+    Connect { url: String, cause: String },
+    #[error("could not apply the migrations in migrations/: {0}")]
+    Migrate(String),
+}
+
+/// The URL with its password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| DatabaseError::Connect {
+            url: redact_url(url),
+            cause: e.to_string(),
+        })
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .map_err(|e| DatabaseError::Migrate(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(super::redact_url("postgres://nobody@127.0.0.1:1/x"), "postgres://nobody@127.0.0.1:1/x");
+    }
+}

@@ -1,0 +1,269 @@
+//! The HTTP stack: routes, the middleware every request passes through, and
+//! the start-up and shutdown of the server.
+
+use super::{config::Config, database, AppState, REQUEST_ID_HEADER};
+use crate::{
+    app::{shell, App},
+    error::{AppError, ErrorCode},
+};
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{header, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+    Json, Router,
+};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub const API_PREFIX: &str = "/api/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    #[error(transparent)]
+    Database(#[from] database::DatabaseError),
+    #[error("LEPTOS_SITE_ADDR: cannot listen on {addr}: {cause}. Another process may be using it; set LEPTOS_SITE_ADDR to a free address.")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
+    #[error("the server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+pub fn build_leptos_options(config: &Config) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("identity-graph-backfill")
+        .site_root(config.site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(config.site_addr)
+        .build()
+}
+
+/// Builds the shared state on a migrated pool, with the engine's background
+/// work (the watchdog) started under `shutdown`.
+pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> AppState {
+    if config.admins.is_empty() {
+        tracing::warn!(
+            "IDENTITY_GRAPH_BACKFILL_ADMINS is empty: every signed-in admin will be refused (FORBIDDEN)"
+        );
+    }
+    tracing::info!(sink = ?config.sink, "configuration loaded");
+    let config = Arc::new(config);
+    let engine = crate::backfill::engine::Engine::new(pool.clone(), config.clone(), shutdown);
+    engine.start_watchdog();
+    AppState {
+        leptos_options: build_leptos_options(&config),
+        pool,
+        config,
+        engine,
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let context = {
+        let state = state.clone();
+        move || provide_context(state.clone())
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(&state, routes, context.clone(), {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(context, shell))
+        .layer(middleware::from_fn_with_state(state.clone(), page_access))
+        .layer(middleware::from_fn(api_request_guard))
+        .layer(middleware::from_fn(error_status))
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// Serves until SIGINT/SIGTERM, then lets running jobs checkpoint and pause.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let shutdown = CancellationToken::new();
+    let addr = config.site_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|cause| StartupError::Bind { addr, cause })?;
+    let pool = database::connect(&config.database_url, config.database_max_connections).await?;
+    database::migrate(&pool).await?;
+    let state = build_state(config, pool, shutdown.clone());
+    let engine = state.engine.clone();
+    let app = router(state);
+    println!("Identity Graph Backfill is listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    let signal = shutdown.clone();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: pausing running jobs");
+            signal.cancel();
+        })
+        .await
+        .map_err(StartupError::Serve)?;
+    engine.wait_for_runs(Duration::from_secs(4)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => Json(serde_json::json!({"status": "ok", "database": "ok"})).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response(),
+    }
+}
+
+/// One span per request, carrying a request id that internal errors quote.
+async fn request_span(mut req: Request, next: Next) -> Response {
+    let request_id = super::new_request_id();
+    req.headers_mut().insert(
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(&request_id).expect("hex is a valid header"),
+    );
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "handled"
+        )
+    });
+    response.headers_mut().insert(
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(&request_id).expect("hex is a valid header"),
+    );
+    response
+}
+
+fn error_response(status: StatusCode, error: AppError) -> Response {
+    (status, Json(error)).into_response()
+}
+
+/// Refuses API calls that did not come from the app: a content type other
+/// than JSON or a form, or an `Origin` of another site.
+async fn api_request_guard(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with(API_PREFIX) {
+        return next.run(req).await;
+    }
+    if req.method() == Method::POST {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if media_type != "application/json" && media_type != "application/x-www-form-urlencoded" {
+            return error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                AppError::validation("content-type", "send application/json"),
+            );
+        }
+    }
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let cross_site_fetch = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| site == "cross-site");
+    let foreign_origin = match (origin, host) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+            origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if foreign_origin || cross_site_fetch {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            AppError::new(ErrorCode::Forbidden, "Cross-site requests are refused."),
+        );
+    }
+    next.run(req).await
+}
+
+/// Server functions answer every error with 500; this gives each its own
+/// status from its code, so curl and proxies see 401, 403, 422 …
+async fn error_status(req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with(API_PREFIX);
+    let response = next.run(req).await;
+    if !is_api || !response.headers().contains_key("serverfnerror") {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
+        parts.status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Pages need a session: a signed-out visit goes to `/login`, and a signed-in
+/// visit to `/login` goes to the console.
+async fn page_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_page = req.method() == Method::GET
+        && !path.starts_with(API_PREFIX)
+        && !path.starts_with("/pkg/")
+        && path != "/healthz"
+        && !path.contains('.');
+    if !is_page {
+        return next.run(req).await;
+    }
+    let admin = match crate::access::ssr::session_admin(&state, req.headers()).await {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::error!("session lookup failed: {e}");
+            return (StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again shortly.")
+                .into_response();
+        }
+    };
+    match (path == "/login", admin.is_some()) {
+        (true, true) => Redirect::to("/").into_response(),
+        (false, false) => Redirect::to("/login").into_response(),
+        _ => next.run(req).await,
+    }
+}

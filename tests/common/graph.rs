@@ -1,0 +1,154 @@
+//! A real HTTP Identity Graph on loopback. It counts requests per user and can
+//! be told to answer 400, 429 (with Retry-After), 500 or nothing, for chosen
+//! users or for a while.
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::put,
+    Json, Router,
+};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Ok,
+    Status(u16),
+    TooManyRequests { retry_after_secs: u64 },
+    /// Never answers (the client's timeout must fire).
+    Hang,
+    /// Answers 200 after a delay.
+    Slow(Duration),
+}
+
+type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+pub struct GraphServer {
+    pub url: String,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Every request, in arrival order: (user id, when).
+    requests: Mutex<Vec<(i64, Instant)>>,
+    /// Users the server acknowledged with a 2xx.
+    written: Mutex<Vec<i64>>,
+    bodies: Mutex<HashMap<i64, serde_json::Value>>,
+    authorization: Mutex<Option<String>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+impl GraphServer {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner {
+            requests: Mutex::new(Vec::new()),
+            written: Mutex::new(Vec::new()),
+            bodies: Mutex::new(HashMap::new()),
+            authorization: Mutex::new(None),
+            behaviour: Mutex::new(Arc::new(|_, _| Reply::Ok)),
+        });
+        let app = Router::new().route("/users/{id}", put(handle)).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, inner }
+    }
+
+    /// Sets how the server answers: `f(user_id, attempt)` with attempt counted from 1.
+    pub fn behave(&self, f: impl Fn(i64, u32) -> Reply + Send + Sync + 'static) {
+        *self.inner.behaviour.lock().unwrap() = Arc::new(f);
+    }
+
+    pub fn requests_for(&self, user_id: i64) -> Vec<Instant> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| *id == user_id)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.inner.requests.lock().unwrap().len()
+    }
+
+    /// How many times each user was written (acknowledged).
+    pub fn written_counts(&self) -> HashMap<i64, usize> {
+        let mut counts = HashMap::new();
+        for id in self.inner.written.lock().unwrap().iter() {
+            *counts.entry(*id).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub fn body_of(&self, user_id: i64) -> Option<serde_json::Value> {
+        self.inner.bodies.lock().unwrap().get(&user_id).cloned()
+    }
+
+    pub fn authorization(&self) -> Option<String> {
+        self.inner.authorization.lock().unwrap().clone()
+    }
+
+    pub fn sink_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IDENTITY_GRAPH_SINK", "http".to_string()),
+            ("IDENTITY_GRAPH_URL", self.url.clone()),
+            ("IDENTITY_GRAPH_TOKEN", "test-token-123".to_string()),
+            ("IDENTITY_GRAPH_TIMEOUT_MS", "1000".to_string()),
+        ]
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let attempt = {
+        let mut requests = inner.requests.lock().unwrap();
+        requests.push((id, Instant::now()));
+        requests.iter().filter(|(user, _)| *user == id).count() as u32
+    };
+    *inner.authorization.lock().unwrap() = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let behaviour = inner.behaviour.lock().unwrap().clone();
+    let reply = behaviour(id, attempt);
+    let ok = |inner: &Inner| {
+        inner.written.lock().unwrap().push(id);
+        inner.bodies.lock().unwrap().insert(id, body.clone());
+        StatusCode::NO_CONTENT.into_response()
+    };
+    match reply {
+        Reply::Ok => ok(&inner),
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            ok(&inner)
+        }
+        Reply::Status(code) => (
+            StatusCode::from_u16(code).unwrap(),
+            format!("{{\"error\":\"rejected user {id} with {code}\"}}"),
+        )
+            .into_response(),
+        Reply::TooManyRequests { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after_secs.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+    }
+}
