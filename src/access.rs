@@ -78,7 +78,10 @@ pub fn validate_credentials(email: &str, password: &str) -> Result<String, AppEr
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "@.!#$%&*+/=?^_{|}~-".contains(c));
     if !well_formed {
-        return Err(AppError::validation("email", "this is not an email address"));
+        return Err(AppError::validation(
+            "email",
+            "this is not an email address",
+        ));
     }
     if password.is_empty() {
         return Err(AppError::validation("password", "enter your password"));
@@ -133,7 +136,11 @@ pub fn LoginPage() -> impl IntoView {
             .or_else(|| login.value().get().and_then(Result::err))
     };
     let field_error = move |field: &'static str| {
-        move || error().filter(|e| e.field.as_deref() == Some(field)).map(|e| e.message)
+        move || {
+            error()
+                .filter(|e| e.field.as_deref() == Some(field))
+                .map(|e| e.message)
+        }
     };
     let form_error = move || error().filter(|e| e.field.is_none()).map(|e| e.message);
 
@@ -269,7 +276,11 @@ pub mod ssr {
         pub async fn verify(self, password: String) -> bool {
             tokio::task::spawn_blocking(move || {
                 argon2::PasswordHash::new(&self.0)
-                    .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &parsed)
+                            .is_ok()
+                    })
                     .unwrap_or(false)
             })
             .await
@@ -293,7 +304,11 @@ pub mod ssr {
     }
 
     /// `admin add EMAIL`: creates the account, or replaces its password.
-    pub async fn upsert_admin(pool: &PgPool, email: &str, password: &str) -> Result<String, String> {
+    pub async fn upsert_admin(
+        pool: &PgPool,
+        email: &str,
+        password: &str,
+    ) -> Result<String, String> {
         let email = validate_credentials(email, password).map_err(|e| e.display_message())?;
         let hash = PasswordHash::compute(password.to_string()).await?;
         sqlx::query(
@@ -309,7 +324,9 @@ pub mod ssr {
     }
 
     pub async fn admin_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM admins").fetch_one(pool).await
+        sqlx::query_scalar("SELECT count(*) FROM admins")
+            .fetch_one(pool)
+            .await
     }
 
     fn token_hash(token: &str) -> Vec<u8> {
@@ -375,12 +392,21 @@ pub mod ssr {
         }
     }
 
-    fn cookie(state: &AppState, headers: &HeaderMap, value: &str, max_age_secs: u64) -> HeaderValue {
+    fn cookie(
+        state: &AppState,
+        headers: &HeaderMap,
+        value: &str,
+        max_age_secs: u64,
+    ) -> HeaderValue {
         let behind_tls = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
-        let secure = if state.config.cookie_secure || behind_tls { "; Secure" } else { "" };
+        let secure = if state.config.cookie_secure || behind_tls {
+            "; Secure"
+        } else {
+            ""
+        };
         HeaderValue::from_str(&format!(
             "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
         ))
@@ -399,7 +425,10 @@ pub mod ssr {
         let state = state()?;
         let parts = request_parts()?;
         let email = validate_credentials(&email, &password)?;
-        let subjects = [format!("email:{email}"), format!("ip:{}", client_address(&parts))];
+        let subjects = [
+            format!("email:{email}"),
+            format!("ip:{}", client_address(&parts)),
+        ];
 
         let recent_failures: i64 = sqlx::query_scalar(
             "SELECT coalesce(max(n), 0) FROM (
@@ -461,7 +490,12 @@ pub mod ssr {
         let response = expect_context::<ResponseOptions>();
         response.append_header(
             header::SET_COOKIE,
-            cookie(&state, &parts.headers, &token, state.config.session_absolute_timeout.as_secs()),
+            cookie(
+                &state,
+                &parts.headers,
+                &token,
+                state.config.session_absolute_timeout.as_secs(),
+            ),
         );
         tracing::info!(%email, "signed in");
         Ok(AdminIdentity {
@@ -494,11 +528,26 @@ mod tests {
     fn allow_list_is_exact_and_case_insensitive() {
         let list = AllowList::parse(" Admin@Example.com , ops@example.com,,");
         assert_eq!(list.emails(), ["admin@example.com", "ops@example.com"]);
-        assert!(can_access_identity_graph_backfill("admin@example.com", &list));
-        assert!(can_access_identity_graph_backfill("  ADMIN@example.COM ", &list));
-        assert!(!can_access_identity_graph_backfill("admin@example.com.evil.io", &list));
-        assert!(!can_access_identity_graph_backfill("evil-admin@example.com", &list));
-        assert!(!can_access_identity_graph_backfill("admin@example.co", &list));
+        assert!(can_access_identity_graph_backfill(
+            "admin@example.com",
+            &list
+        ));
+        assert!(can_access_identity_graph_backfill(
+            "  ADMIN@example.COM ",
+            &list
+        ));
+        assert!(!can_access_identity_graph_backfill(
+            "admin@example.com.evil.io",
+            &list
+        ));
+        assert!(!can_access_identity_graph_backfill(
+            "evil-admin@example.com",
+            &list
+        ));
+        assert!(!can_access_identity_graph_backfill(
+            "admin@example.co",
+            &list
+        ));
         assert!(!can_access_identity_graph_backfill("example.com", &list));
         assert!(!can_access_identity_graph_backfill("", &list));
     }
@@ -508,7 +557,10 @@ mod tests {
         for raw in ["", " ", ",", " , "] {
             let list = AllowList::parse(raw);
             assert!(list.is_empty());
-            assert!(!can_access_identity_graph_backfill("admin@example.com", &list));
+            assert!(!can_access_identity_graph_backfill(
+                "admin@example.com",
+                &list
+            ));
             assert!(!can_access_identity_graph_backfill("", &list));
         }
     }
@@ -517,9 +569,18 @@ mod tests {
     fn credentials_are_shape_checked() {
         assert_eq!(validate_credentials(" A@B.io ", "pw").unwrap(), "a@b.io");
         let long = "a".repeat(1_000_000);
-        assert_eq!(validate_credentials(&long, "pw").unwrap_err().field.as_deref(), Some("email"));
         assert_eq!(
-            validate_credentials("a@b.io", &long).unwrap_err().field.as_deref(),
+            validate_credentials(&long, "pw")
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("email")
+        );
+        assert_eq!(
+            validate_credentials("a@b.io", &long)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("password")
         );
         assert!(validate_credentials("a'; DROP TABLE admins; --@x.io", "pw").is_err());

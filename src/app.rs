@@ -1,6 +1,6 @@
 //! The HTML shell, the router and the page frame.
 
-use crate::access::{me, LoginPage, AdminIdentity, SignOutButton};
+use crate::access::{me, AdminIdentity, LoginPage, SignOutButton};
 use crate::console::{ConsolePage, JobDetailPage};
 use crate::error::{AppError, ErrorCode};
 use crate::reporting::ReportingPage;

@@ -162,6 +162,19 @@ fn validation_from_args(raw: &str) -> AppError {
     AppError::validation("body", format!("the request body is not valid: {trimmed}"))
 }
 
+fn looks_like_bad_input(message: &str) -> bool {
+    message.contains(FIELD_ERROR_MARKER)
+        || [
+            "missing field",
+            "unknown field",
+            "invalid type",
+            "invalid value",
+            "expected",
+        ]
+        .iter()
+        .any(|needle| message.contains(needle))
+}
+
 fn between_backticks(text: &str) -> Option<&str> {
     let start = text.find('`')? + 1;
     let len = text[start..].find('`')?;
@@ -174,6 +187,10 @@ impl FromServerFnError for AppError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             ServerFnErrorErr::Args(message) => validation_from_args(&message),
+            // The server reports a body its codec could not decode this way.
+            ServerFnErrorErr::Deserialization(message) if looks_like_bad_input(&message) => {
+                validation_from_args(&message)
+            }
             ServerFnErrorErr::MissingArg(field) => {
                 AppError::validation(field, "this field is required")
             }

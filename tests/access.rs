@@ -19,16 +19,34 @@ async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain http is not TLS: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http is not TLS: {cookie}"
+    );
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body, json!({"email": "allowed@example.com", "allowed": true}));
+    assert_eq!(
+        body,
+        json!({"email": "allowed@example.com", "allowed": true})
+    );
 
     let session = cookie.split(';').next().unwrap();
     let (status, me) = app.call(Some(session), "me", json!({})).await;
-    assert_eq!((status, me), (200, json!({"email": "allowed@example.com", "allowed": true})));
+    assert_eq!(
+        (status, me),
+        (
+            200,
+            json!({"email": "allowed@example.com", "allowed": true})
+        )
+    );
 }
 
 #[sqlx::test]
@@ -42,7 +60,10 @@ async fn the_cookie_is_secure_behind_tls(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    assert!(response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
 }
 
 #[sqlx::test]
@@ -65,8 +86,15 @@ async fn a_wrong_password_and_an_unknown_email_look_the_same(pool: PgPool) {
         assert_eq!(body_a["message"], "The email or password is incorrect.");
     }
     // Both pay for one argon2 verification; neither answers early.
-    let (fast, slow) = if wrong < unknown { (wrong, unknown) } else { (unknown, wrong) };
-    assert!(fast.as_secs_f64() > slow.as_secs_f64() * 0.5, "wrong {wrong:?} vs unknown {unknown:?}");
+    let (fast, slow) = if wrong < unknown {
+        (wrong, unknown)
+    } else {
+        (unknown, wrong)
+    };
+    assert!(
+        fast.as_secs_f64() > slow.as_secs_f64() * 0.5,
+        "wrong {wrong:?} vs unknown {unknown:?}"
+    );
 }
 
 #[sqlx::test]
@@ -80,7 +108,10 @@ async fn failed_logins_are_rate_limited(pool: PgPool) {
     assert_eq!(status, 429, "{body}");
     assert!(cookie.is_none());
     assert_eq!(body["code"], "RATE_LIMITED");
-    assert!(body["message"].as_str().unwrap().contains("Too many failed sign-in attempts"));
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("Too many failed sign-in attempts"));
     // The client address is limited too: another email from the same address.
     assert_eq!(app.login(NOT_ALLOWED.0, NOT_ALLOWED.1).await.0, 429);
 }
@@ -98,9 +129,19 @@ async fn login_rotates_the_session_id(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    let second = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let second = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     assert_ne!(first, second);
-    assert_eq!(app.call(Some(&first), "me", json!({})).await.0, 401, "the old id is gone");
+    assert_eq!(
+        app.call(Some(&first), "me", json!({})).await.0,
+        401,
+        "the old id is gone"
+    );
     assert_eq!(app.call(Some(&second), "me", json!({})).await.0, 200);
 }
 
@@ -119,7 +160,11 @@ async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
     let cookie = cookie.unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(absolute.call(Some(&cookie), "me", json!({})).await.0, 200, "activity keeps it alive until the cap");
+        assert_eq!(
+            absolute.call(Some(&cookie), "me", json!({})).await.0,
+            200,
+            "activity keeps it alive until the cap"
+        );
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(absolute.call(Some(&cookie), "me", json!({})).await.0, 401);
@@ -156,7 +201,10 @@ async fn logout_destroys_the_session(pool: PgPool) {
     let (status, _) = app.call(Some(&cookie), "logout", json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(app.call(Some(&cookie), "me", json!({})).await.0, 401);
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_sessions").fetch_one(&pool).await.unwrap();
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(sessions, 0);
 }
 
@@ -189,17 +237,34 @@ async fn every_job_control_route_is_guarded(pool: PgPool) {
         .iter()
         .filter(|path| !open.iter().any(|name| path.ends_with(&format!("/{name}"))))
         .collect();
-    assert!(guarded.len() >= 4, "expected list, start, stop and job among {routes:?}");
+    assert!(
+        guarded.len() >= 4,
+        "expected list, start, stop and job among {routes:?}"
+    );
     for path in guarded {
         let endpoint = path.trim_start_matches("/api/identity-graph-backfill/");
-        assert!(path.starts_with("/api/identity-graph-backfill/"), "{path} has no stable endpoint");
+        assert!(
+            path.starts_with("/api/identity-graph-backfill/"),
+            "{path} has no stable endpoint"
+        );
         let body = json!({"job_key": "identity-graph-users", "dry_run": true});
         let (status, error) = app.call(None, endpoint, body.clone()).await;
-        assert_eq!((status, error["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{path}");
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (401, Some("UNAUTHENTICATED")),
+            "{path}"
+        );
         let (status, error) = app.call(Some(&viewer), endpoint, body).await;
-        assert_eq!((status, error["code"].as_str()), (403, Some("FORBIDDEN")), "{path}");
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{path}"
+        );
     }
-    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM identity_graph_backfill_jobs").fetch_one(&pool).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM identity_graph_backfill_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(jobs, 0, "a refused call changed nothing");
 }
 
@@ -212,17 +277,36 @@ async fn oversized_and_hostile_credentials_are_validation_errors(pool: PgPool) {
         (format!("{huge}@example.com"), "pw".to_string(), "email"),
         (ALLOWED.0.to_string(), huge.clone(), "password"),
         ("x' OR '1'='1".to_string(), "pw".to_string(), "email"),
-        ("a@b.io; DROP TABLE admins; --".to_string(), "pw".to_string(), "email"),
+        (
+            "a@b.io; DROP TABLE admins; --".to_string(),
+            "pw".to_string(),
+            "email",
+        ),
     ] {
-        let (status, body) = app.call(None, "login", json!({"email": email, "password": password})).await;
+        let (status, body) = app
+            .call(None, "login", json!({"email": email, "password": password}))
+            .await;
         assert_eq!(status, 422, "{field}");
         assert_eq!(body["code"], "VALIDATION");
         assert_eq!(body["field"], field);
     }
-    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures").fetch_one(&pool).await.unwrap();
-    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_sessions").fetch_one(&pool).await.unwrap();
-    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM admins").fetch_one(&pool).await.unwrap();
-    assert_eq!((failures, sessions, admins), (0, 0, 2), "nothing was written");
+    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM admins")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (failures, sessions, admins),
+        (0, 0, 2),
+        "nothing was written"
+    );
 }
 
 #[sqlx::test]
@@ -286,13 +370,19 @@ async fn requests_not_from_the_app_are_refused(pool: PgPool) {
 async fn pages_need_a_session_and_healthz_reports_the_database(pool: PgPool) {
     add_admins(&pool).await;
     let app = TestApp::spawn(&pool, &[]).await;
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let page = client.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 303);
     assert_eq!(page.headers()["location"], "/login");
     let health = client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    assert_eq!(health.json::<serde_json::Value>().await.unwrap(), json!({"status": "ok", "database": "ok"}));
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "ok", "database": "ok"})
+    );
     pool.close().await;
     let down = client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(down.status(), 503);

@@ -35,8 +35,12 @@ impl JobStatus {
         JobStatus::Failed,
     ];
     /// The statuses a start (or a watchdog resume) may leave.
-    pub const STARTABLE: [JobStatus; 4] =
-        [JobStatus::Stopped, JobStatus::Paused, JobStatus::Completed, JobStatus::Failed];
+    pub const STARTABLE: [JobStatus; 4] = [
+        JobStatus::Stopped,
+        JobStatus::Paused,
+        JobStatus::Completed,
+        JobStatus::Failed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,7 +67,10 @@ impl JobStatus {
     }
 
     pub fn can_stop(self) -> bool {
-        matches!(self, JobStatus::Running | JobStatus::Stopping | JobStatus::Paused)
+        matches!(
+            self,
+            JobStatus::Running | JobStatus::Stopping | JobStatus::Paused
+        )
     }
 }
 
@@ -82,8 +89,11 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
-    pub const ALL: [PauseReason; 3] =
-        [PauseReason::MaxRuntime, PauseReason::ConsecutiveFailures, PauseReason::Interrupted];
+    pub const ALL: [PauseReason; 3] = [
+        PauseReason::MaxRuntime,
+        PauseReason::ConsecutiveFailures,
+        PauseReason::Interrupted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,7 +125,9 @@ impl Mode {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Mode::Full, Mode::FailedOnly].into_iter().find(|mode| mode.as_str() == raw)
+        [Mode::Full, Mode::FailedOnly]
+            .into_iter()
+            .find(|mode| mode.as_str() == raw)
     }
 }
 
@@ -152,10 +164,9 @@ impl JobKey {
                 format!("a job key has at most {MAX_JOB_KEY_LEN} characters"),
             ));
         }
-        if let Some(bad) = trimmed
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-')))
-        {
+        if let Some(bad) = trimmed.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-'))
+        }) {
             return Err(AppError::validation(
                 "job_key",
                 format!("{bad:?} is not allowed; use lowercase letters, digits and . _ : -"),
@@ -198,11 +209,31 @@ impl Bounds {
     }
 }
 
-pub const BATCH_SIZE: Bounds = Bounds { min: 1, max: 1_000, default: 100 };
-pub const SLEEP_MS: Bounds = Bounds { min: 0, max: 60_000, default: 250 };
-pub const MAX_RUNTIME_MS: Bounds = Bounds { min: 1_000, max: 21_600_000, default: 900_000 };
-pub const MAX_CONSECUTIVE_FAILURES: Bounds = Bounds { min: 1, max: 10_000, default: 25 };
-pub const CONCURRENCY: Bounds = Bounds { min: 1, max: 64, default: 8 };
+pub const BATCH_SIZE: Bounds = Bounds {
+    min: 1,
+    max: 1_000,
+    default: 100,
+};
+pub const SLEEP_MS: Bounds = Bounds {
+    min: 0,
+    max: 60_000,
+    default: 250,
+};
+pub const MAX_RUNTIME_MS: Bounds = Bounds {
+    min: 1_000,
+    max: 21_600_000,
+    default: 900_000,
+};
+pub const MAX_CONSECUTIVE_FAILURES: Bounds = Bounds {
+    min: 1,
+    max: 10_000,
+    default: 25,
+};
+pub const CONCURRENCY: Bounds = Bounds {
+    min: 1,
+    max: 64,
+    default: 8,
+};
 
 /// The effective options of a run, after defaults and clamping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,39 +293,58 @@ impl StartRequest {
     /// Applies defaults and clamps numbers into range. `max_runtime_default`
     /// is the configured UI runtime cap. Returns the effective options and
     /// every field whose value was changed.
-    pub fn resolve(&self, max_runtime_default: u64) -> Result<(StartOptions, Vec<Adjustment>), AppError> {
+    pub fn resolve(
+        &self,
+        max_runtime_default: u64,
+    ) -> Result<(StartOptions, Vec<Adjustment>), AppError> {
         let dry_run = self.dry_run.unwrap_or(false);
         let job_key = JobKey::parse(self.job_key.as_deref(), dry_run)?;
         let mut adjustments = Vec::new();
-        let mut number = |field: &str, requested: Option<i64>, bounds: Bounds, default: i64| -> i64 {
-            match requested {
-                None => default,
-                Some(value) => {
-                    let effective = bounds.clamp(value);
-                    if effective != value {
-                        adjustments.push(Adjustment {
-                            field: field.to_string(),
-                            requested: value.to_string(),
-                            effective: effective.to_string(),
-                        });
+        let mut number =
+            |field: &str, requested: Option<i64>, bounds: Bounds, default: i64| -> i64 {
+                match requested {
+                    None => default,
+                    Some(value) => {
+                        let effective = bounds.clamp(value);
+                        if effective != value {
+                            adjustments.push(Adjustment {
+                                field: field.to_string(),
+                                requested: value.to_string(),
+                                effective: effective.to_string(),
+                            });
+                        }
+                        effective
                     }
-                    effective
                 }
-            }
-        };
+            };
         let runtime_default = MAX_RUNTIME_MS.clamp(max_runtime_default as i64);
         let options = StartOptions {
             job_key,
-            batch_size: number("batch_size", self.batch_size, BATCH_SIZE, BATCH_SIZE.default) as u32,
+            batch_size: number(
+                "batch_size",
+                self.batch_size,
+                BATCH_SIZE,
+                BATCH_SIZE.default,
+            ) as u32,
             sleep_ms: number("sleep_ms", self.sleep_ms, SLEEP_MS, SLEEP_MS.default) as u32,
-            max_runtime_ms: number("max_runtime_ms", self.max_runtime_ms, MAX_RUNTIME_MS, runtime_default) as u64,
+            max_runtime_ms: number(
+                "max_runtime_ms",
+                self.max_runtime_ms,
+                MAX_RUNTIME_MS,
+                runtime_default,
+            ) as u64,
             max_consecutive_failures: number(
                 "max_consecutive_failures",
                 self.max_consecutive_failures,
                 MAX_CONSECUTIVE_FAILURES,
                 MAX_CONSECUTIVE_FAILURES.default,
             ) as u32,
-            concurrency: number("concurrency", self.concurrency, CONCURRENCY, CONCURRENCY.default) as u32,
+            concurrency: number(
+                "concurrency",
+                self.concurrency,
+                CONCURRENCY,
+                CONCURRENCY.default,
+            ) as u32,
             mode: self.mode.unwrap_or_default(),
             retry_failed_before_cursor: self.retry_failed_before_cursor.unwrap_or(true),
             reset_cursor: self.reset_cursor.unwrap_or(false),
@@ -330,7 +380,9 @@ fn whole_number(field: &str, value: &serde_json::Value) -> Result<i64, String> {
         return Ok(i64::MAX);
     }
     match number.as_f64() {
-        Some(value) if value.is_finite() && value.fract() == 0.0 => Ok(value.clamp(i64::MIN as f64, i64::MAX as f64) as i64),
+        Some(value) if value.is_finite() && value.fract() == 0.0 => {
+            Ok(value.clamp(i64::MIN as f64, i64::MAX as f64) as i64)
+        }
         _ => Err(field_error_message(field, "must be a whole number")),
     }
 }
@@ -368,14 +420,14 @@ impl<'de> Deserialize<'de> for StartRequest {
                     }
                     "concurrency" => request.concurrency = Some(whole_number(field, value)?),
                     "mode" => {
-                        request.mode = Some(
-                            value
-                                .as_str()
-                                .and_then(Mode::parse)
-                                .ok_or_else(|| field_error_message(field, "must be \"full\" or \"failed-only\""))?,
-                        )
+                        request.mode =
+                            Some(value.as_str().and_then(Mode::parse).ok_or_else(|| {
+                                field_error_message(field, "must be \"full\" or \"failed-only\"")
+                            })?)
                     }
-                    "retry_failed_before_cursor" => request.retry_failed_before_cursor = Some(boolean(field, value)?),
+                    "retry_failed_before_cursor" => {
+                        request.retry_failed_before_cursor = Some(boolean(field, value)?)
+                    }
                     "reset_cursor" => request.reset_cursor = Some(boolean(field, value)?),
                     "dry_run" => request.dry_run = Some(boolean(field, value)?),
                     "auto_resume" => request.auto_resume = Some(boolean(field, value)?),
@@ -432,7 +484,11 @@ pub struct Job {
 }
 
 pub fn progress_label(scanned: i64, cursor: i64) -> String {
-    format!("{} scanned · cursor {}", thousands(scanned), thousands(cursor))
+    format!(
+        "{} scanned · cursor {}",
+        thousands(scanned),
+        thousands(cursor)
+    )
 }
 
 /// `12340` → `12,340`.
@@ -518,9 +574,20 @@ mod tests {
 
     #[test]
     fn blank_keys_become_defaults() {
-        assert_eq!(JobKey::parse(None, false).unwrap().as_str(), "identity-graph-users");
-        assert_eq!(JobKey::parse(Some("  "), true).unwrap().as_str(), "identity-graph-users:dry-run");
-        assert_eq!(JobKey::parse(Some("backfill.2024_q1:retry-2"), false).unwrap().as_str(), "backfill.2024_q1:retry-2");
+        assert_eq!(
+            JobKey::parse(None, false).unwrap().as_str(),
+            "identity-graph-users"
+        );
+        assert_eq!(
+            JobKey::parse(Some("  "), true).unwrap().as_str(),
+            "identity-graph-users:dry-run"
+        );
+        assert_eq!(
+            JobKey::parse(Some("backfill.2024_q1:retry-2"), false)
+                .unwrap()
+                .as_str(),
+            "backfill.2024_q1:retry-2"
+        );
     }
 
     #[test]
@@ -575,10 +642,16 @@ mod tests {
             (r#"{"job_key":7}"#, "job_key"),
             (r#"{"surprise":1}"#, "surprise"),
         ] {
-            let error = serde_json::from_str::<StartRequest>(body).unwrap_err().to_string();
-            assert!(error.contains(&format!("field-error:{field}:")), "{body}: {error}");
+            let error = serde_json::from_str::<StartRequest>(body)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("field-error:{field}:")),
+                "{body}: {error}"
+            );
         }
-        let huge: StartRequest = serde_json::from_str(r#"{"batch_size":1e30,"sleep_ms":99999999999999999999}"#).unwrap();
+        let huge: StartRequest =
+            serde_json::from_str(r#"{"batch_size":1e30,"sleep_ms":99999999999999999999}"#).unwrap();
         assert_eq!(huge.batch_size, Some(i64::MAX));
         assert_eq!(huge.sleep_ms, Some(i64::MAX));
     }
@@ -590,7 +663,10 @@ mod tests {
         assert_eq!(thousands(12_340), "12,340");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(-48_211), "-48,211");
-        assert_eq!(progress_label(12_340, 48_211), "12,340 scanned · cursor 48,211");
+        assert_eq!(
+            progress_label(12_340, 48_211),
+            "12,340 scanned · cursor 48,211"
+        );
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub struct Engine {
 fn replica_id() -> String {
     use rand::Rng;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
-    format!("{host}-{}-{:06x}", std::process::id(), rand::thread_rng().gen::<u32>() & 0xff_ffff)
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::thread_rng().gen::<u32>() & 0xff_ffff
+    )
 }
 
 impl Engine {
@@ -72,11 +76,19 @@ impl Engine {
     }
 
     pub fn is_live(&self, job_key: &str) -> bool {
-        self.inner.live.lock().expect("live map lock").contains_key(job_key)
+        self.inner
+            .live
+            .lock()
+            .expect("live map lock")
+            .contains_key(job_key)
     }
 
     /// Starts a run. An active key anywhere answers `started=false, running=true`.
-    pub async fn start(&self, request: &StartRequest, actor: &str) -> Result<StartResponse, AppError> {
+    pub async fn start(
+        &self,
+        request: &StartRequest,
+        actor: &str,
+    ) -> Result<StartResponse, AppError> {
         let (options, adjustments) = request.resolve(self.inner.config.ui_runtime_cap_ms)?;
         if !options.dry_run && self.inner.sink.is_none() {
             return Err(AppError::identity_graph_not_configured());
@@ -107,9 +119,15 @@ impl Engine {
                 )),
             };
         };
-        let run_id = store::insert_run(&mut tx, &key, "operator", Some(actor), &self.inner.replica_id)
-            .await
-            .map_err(db)?;
+        let run_id = store::insert_run(
+            &mut tx,
+            &key,
+            "operator",
+            Some(actor),
+            &self.inner.replica_id,
+        )
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         tracing::info!(job_key = %key, %actor, dry_run = options.dry_run, "run started");
         self.spawn(&row, run_id);
@@ -128,11 +146,13 @@ impl Engine {
             return Ok(false);
         }
         let mut tx = self.inner.pool.begin().await?;
-        let Some(row) = store::claim_for_resume(&mut tx, job_key, &self.inner.replica_id).await? else {
+        let Some(row) = store::claim_for_resume(&mut tx, job_key, &self.inner.replica_id).await?
+        else {
             tx.rollback().await?;
             return Ok(false);
         };
-        let run_id = store::insert_run(&mut tx, job_key, "watchdog", None, &self.inner.replica_id).await?;
+        let run_id =
+            store::insert_run(&mut tx, job_key, "watchdog", None, &self.inner.replica_id).await?;
         tx.commit().await?;
         tracing::info!(%job_key, "watchdog resumed the run");
         self.spawn(&row, run_id);
@@ -148,7 +168,10 @@ impl Engine {
         let key = JobKey::parse(Some(job_key), false)?;
         let db = |e: sqlx::Error| internal_error("stopping a run", e);
         let pool = &self.inner.pool;
-        let row = match store::request_stop(pool, key.as_str(), actor).await.map_err(db)? {
+        let row = match store::request_stop(pool, key.as_str(), actor)
+            .await
+            .map_err(db)?
+        {
             Some(row) => {
                 tracing::info!(job_key = %key, %actor, status = %row.status, "stop requested");
                 row
@@ -159,16 +182,27 @@ impl Engine {
                 .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
                 .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?,
         };
-        if let Some(live) = self.inner.live.lock().expect("live map lock").get(key.as_str()) {
+        if let Some(live) = self
+            .inner
+            .live
+            .lock()
+            .expect("live map lock")
+            .get(key.as_str())
+        {
             live.signals.stop.cancel();
         }
-        Ok(StopResponse { job: row.to_job(None) })
+        Ok(StopResponse {
+            job: row.to_job(None),
+        })
     }
 
     pub async fn list(&self) -> Result<ListResponse, AppError> {
         let db = |e: sqlx::Error| internal_error("listing jobs", e);
         let rows = store::list_jobs(&self.inner.pool).await.map_err(db)?;
-        let max_user_id = if rows.iter().any(|r| r.status().is_some_and(JobStatus::is_active)) {
+        let max_user_id = if rows
+            .iter()
+            .any(|r| r.status().is_some_and(JobStatus::is_active))
+        {
             store::max_user_id(&self.inner.pool).await.map_err(db)?
         } else {
             None
@@ -196,9 +230,15 @@ impl Engine {
         let max_user_id = store::max_user_id(pool).await.map_err(db)?;
         Ok(JobDetail {
             job: row.to_job(max_user_id),
-            recent_failures: store::recent_failures(pool, key.as_str(), 50).await.map_err(db)?,
-            unresolved_failures: store::unresolved_failure_count(pool, key.as_str()).await.map_err(db)?,
-            runs: store::recent_runs(pool, key.as_str(), 20).await.map_err(db)?,
+            recent_failures: store::recent_failures(pool, key.as_str(), 50)
+                .await
+                .map_err(db)?,
+            unresolved_failures: store::unresolved_failure_count(pool, key.as_str())
+                .await
+                .map_err(db)?,
+            runs: store::recent_runs(pool, key.as_str(), 20)
+                .await
+                .map_err(db)?,
         })
     }
 
@@ -250,10 +290,15 @@ impl Engine {
 
     /// Renews the lease and watches the row for a stop from another replica.
     /// Never finishes: the run's end ends it.
-    fn heartbeat(&self, job_key: String, signals: RunSignals) -> impl std::future::Future<Output = ()> + Send + 'static {
+    fn heartbeat(
+        &self,
+        job_key: String,
+        signals: RunSignals,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pool = self.inner.pool.clone();
         let owner = self.inner.replica_id.clone();
-        let renew_every = (self.inner.config.lease_ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let renew_every = (self.inner.config.lease_ttl / 6)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
         let poll_every = renew_every.min(Duration::from_secs(1));
         async move {
             let mut last_renewal = Instant::now();
@@ -278,7 +323,8 @@ impl Engine {
 
     /// One watchdog pass: interrupt expired leases, then resume what may be resumed.
     pub async fn watchdog_tick(&self) -> Result<Vec<String>, sqlx::Error> {
-        let interrupted = store::interrupt_expired_leases(&self.inner.pool, self.inner.config.lease_ttl).await?;
+        let interrupted =
+            store::interrupt_expired_leases(&self.inner.pool, self.inner.config.lease_ttl).await?;
         for key in &interrupted {
             tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
         }
@@ -318,7 +364,10 @@ impl Engine {
     pub async fn wait_for_runs(&self, limit: Duration) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(limit, self.inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(limit, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some runs did not checkpoint in time; their leases will expire and the watchdog will resume them");
         }
     }

@@ -193,7 +193,8 @@ impl Runner {
             while in_flight.len() < limit && next < users.len() && self.halt().is_none() {
                 let index = next;
                 let user = &users[index];
-                in_flight.push(async move { (index, self.sync_one(user, counts_toward_streak).await) });
+                in_flight
+                    .push(async move { (index, self.sync_one(user, counts_toward_streak).await) });
                 next += 1;
             }
             match in_flight.next().await {
@@ -202,7 +203,10 @@ impl Runner {
             }
         }
         handled.sort_by_key(|(index, _)| *index);
-        handled.into_iter().map(|(index, outcome)| (&users[index], outcome)).collect()
+        handled
+            .into_iter()
+            .map(|(index, outcome)| (&users[index], outcome))
+            .collect()
     }
 
     /// Runs one batch: fetch, sync, checkpoint. The "one step" of the loop.
@@ -214,7 +218,14 @@ impl Runner {
         let key = self.options.job_key.as_str().to_string();
         let users = match self.phase {
             Phase::RetryFailures { after_user_id } => {
-                store::failed_users_after(&self.pool, &key, after_user_id, Some(self.cursor), batch_size).await?
+                store::failed_users_after(
+                    &self.pool,
+                    &key,
+                    after_user_id,
+                    Some(self.cursor),
+                    batch_size,
+                )
+                .await?
             }
             Phase::Scan => store::users_after(&self.pool, self.cursor, batch_size).await?,
         };
@@ -265,7 +276,9 @@ impl Runner {
         let last_handled = handled.last().map(|(user, _)| user.id);
         match (self.phase, last_handled) {
             (Phase::Scan, Some(id)) => batch.cursor = Some(id),
-            (Phase::RetryFailures { .. }, Some(id)) => self.phase = Phase::RetryFailures { after_user_id: id },
+            (Phase::RetryFailures { .. }, Some(id)) => {
+                self.phase = Phase::RetryFailures { after_user_id: id }
+            }
             _ => {}
         }
         batch.consecutive_failures = self.streak.load(Ordering::SeqCst);
@@ -285,7 +298,9 @@ impl Runner {
         if self.options.sleep_ms == 0 {
             return;
         }
-        let sleep = tokio::time::sleep(std::time::Duration::from_millis(self.options.sleep_ms.into()));
+        let sleep = tokio::time::sleep(std::time::Duration::from_millis(
+            self.options.sleep_ms.into(),
+        ));
         let deadline = tokio::time::sleep_until(self.deadline.into());
         tokio::select! {
             _ = sleep => {}

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 
-const JOB_COLUMNS: &str = "job_key, status, dry_run, mode, options, cursor, processed, failed, skipped,
+const JOB_COLUMNS: &str =
+    "job_key, status, dry_run, mode, options, cursor, processed, failed, skipped,
     skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
     pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
     owner, heartbeat_at, run_started_at, run_scanned";
@@ -97,10 +98,12 @@ fn status_list(statuses: &[JobStatus]) -> Vec<String> {
 }
 
 pub async fn get_job(pool: &PgPool, job_key: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"))
-        .bind(job_key)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
+    ))
+    .bind(job_key)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Visible jobs only: `archived` and legacy statuses stay hidden.
@@ -116,7 +119,9 @@ pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobRow>, sqlx::Error> {
 }
 
 pub async fn max_user_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT max(id) FROM users").fetch_one(pool).await
+    sqlx::query_scalar("SELECT max(id) FROM users")
+        .fetch_one(pool)
+        .await
 }
 
 /// Claims a key for a new run. Returns `None` when the key is active (or
@@ -178,7 +183,12 @@ pub async fn claim_for_resume(
     ))
     .bind(job_key)
     .bind(owner)
-    .bind(PauseReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    .bind(
+        PauseReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+    )
     .fetch_optional(&mut **tx)
     .await
 }
@@ -209,13 +219,22 @@ pub async fn resumable_job_keys(pool: &PgPool) -> Result<Vec<String>, sqlx::Erro
            AND coalesce((options ->> 'auto_resume')::boolean, true)
          ORDER BY updated_at",
     )
-    .bind(PauseReason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    .bind(
+        PauseReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
     .await
 }
 
 /// A stop request: `running → stopping`, `paused → stopped` (nobody is running it).
-pub async fn request_stop(pool: &PgPool, job_key: &str, actor: &str) -> Result<Option<JobRow>, sqlx::Error> {
+pub async fn request_stop(
+    pool: &PgPool,
+    job_key: &str,
+    actor: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "UPDATE identity_graph_backfill_jobs SET
@@ -246,7 +265,12 @@ pub async fn request_stop(pool: &PgPool, job_key: &str, actor: &str) -> Result<O
 }
 
 /// Renews the lease. `None` means this replica no longer owns the job.
-pub async fn heartbeat(pool: &PgPool, job_key: &str, owner: &str, renew: bool) -> Result<Option<bool>, sqlx::Error> {
+pub async fn heartbeat(
+    pool: &PgPool,
+    job_key: &str,
+    owner: &str,
+    renew: bool,
+) -> Result<Option<bool>, sqlx::Error> {
     if renew {
         sqlx::query_scalar(
             "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now()
@@ -271,7 +295,10 @@ pub async fn heartbeat(pool: &PgPool, job_key: &str, owner: &str, renew: bool) -
 
 /// Jobs whose owner stopped heartbeating: `running → paused (interrupted)`,
 /// `stopping → stopped`. Returns the keys it interrupted.
-pub async fn interrupt_expired_leases(pool: &PgPool, ttl: Duration) -> Result<Vec<String>, sqlx::Error> {
+pub async fn interrupt_expired_leases(
+    pool: &PgPool,
+    ttl: Duration,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE identity_graph_backfill_jobs SET
              status = CASE status WHEN 'running' THEN 'paused' ELSE 'stopped' END,
@@ -288,7 +315,11 @@ pub async fn interrupt_expired_leases(pool: &PgPool, ttl: Duration) -> Result<Ve
 }
 
 /// The next batch after the cursor, in id order (the keyset scan).
-pub async fn users_after(pool: &PgPool, cursor: i64, limit: u32) -> Result<Vec<SourceUser>, sqlx::Error> {
+pub async fn users_after(
+    pool: &PgPool,
+    cursor: i64,
+    limit: u32,
+) -> Result<Vec<SourceUser>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, email, phone, created_at, signup_ip, last_login_ip, device_id, deleted_at
          FROM users WHERE id > $1 ORDER BY id LIMIT $2",
@@ -347,7 +378,8 @@ pub async fn checkpoint(
     batch: &Checkpoint,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let skipped_total = batch.skipped.dry_run + batch.skipped.deleted + batch.skipped.no_identifiers;
+    let skipped_total =
+        batch.skipped.dry_run + batch.skipped.deleted + batch.skipped.no_identifiers;
     let updated = sqlx::query(
         "UPDATE identity_graph_backfill_jobs SET
              cursor = coalesce($3, cursor),
@@ -462,17 +494,23 @@ pub async fn finish_run(
             ("paused", Some(reason)) => format!("paused ({reason})"),
             (other, _) => other.to_string(),
         };
-        sqlx::query("UPDATE identity_graph_backfill_runs SET ended_at = now(), outcome = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(outcome)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE identity_graph_backfill_runs SET ended_at = now(), outcome = $2 WHERE id = $1",
+        )
+        .bind(run_id)
+        .bind(outcome)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(written.as_deref().and_then(JobStatus::parse))
 }
 
-pub async fn recent_failures(pool: &PgPool, job_key: &str, limit: i64) -> Result<Vec<FailureRecord>, sqlx::Error> {
+pub async fn recent_failures(
+    pool: &PgPool,
+    job_key: &str,
+    limit: i64,
+) -> Result<Vec<FailureRecord>, sqlx::Error> {
     let rows: Vec<(i64, String, i32, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "SELECT user_id, error, attempts, first_failed_at, last_failed_at
          FROM identity_graph_backfill_failures
@@ -485,13 +523,15 @@ pub async fn recent_failures(pool: &PgPool, job_key: &str, limit: i64) -> Result
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(user_id, error, attempts, first_failed_at, last_failed_at)| FailureRecord {
-            user_id,
-            error,
-            attempts,
-            first_failed_at,
-            last_failed_at,
-        })
+        .map(
+            |(user_id, error, attempts, first_failed_at, last_failed_at)| FailureRecord {
+                user_id,
+                error,
+                attempts,
+                first_failed_at,
+                last_failed_at,
+            },
+        )
         .collect())
 }
 
@@ -504,7 +544,11 @@ pub async fn unresolved_failure_count(pool: &PgPool, job_key: &str) -> Result<i6
     .await
 }
 
-pub async fn recent_runs(pool: &PgPool, job_key: &str, limit: i64) -> Result<Vec<RunRecord>, sqlx::Error> {
+pub async fn recent_runs(
+    pool: &PgPool,
+    job_key: &str,
+    limit: i64,
+) -> Result<Vec<RunRecord>, sqlx::Error> {
     #[allow(clippy::type_complexity)]
     let rows: Vec<(
         i64,
@@ -529,7 +573,19 @@ pub async fn recent_runs(pool: &PgPool, job_key: &str, limit: i64) -> Result<Vec
     Ok(rows
         .into_iter()
         .map(
-            |(id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner)| {
+            |(
+                id,
+                trigger,
+                started_by,
+                started_at,
+                ended_at,
+                outcome,
+                stopped_by,
+                processed,
+                failed,
+                skipped,
+                owner,
+            )| {
                 RunRecord {
                     id,
                     trigger,

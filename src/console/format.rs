@@ -51,11 +51,19 @@ pub fn duration_secs(secs: i64) -> String {
         s if s < 60 => format!("{s} s"),
         s if s < 3_600 => {
             let (m, s) = (s / 60, s % 60);
-            if s == 0 { format!("{m} min") } else { format!("{m} min {s} s") }
+            if s == 0 {
+                format!("{m} min")
+            } else {
+                format!("{m} min {s} s")
+            }
         }
         s => {
             let (h, m) = (s / 3_600, (s % 3_600) / 60);
-            if m == 0 { format!("{h} h") } else { format!("{h} h {m} min") }
+            if m == 0 {
+                format!("{h} h")
+            } else {
+                format!("{h} h {m} min")
+            }
         }
     }
 }

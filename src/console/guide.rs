@@ -13,7 +13,10 @@ pub fn ReaderView() -> impl IntoView {
     Effect::new(move |first: Option<()>| {
         let storage = window().local_storage().ok().flatten();
         if first.is_none() {
-            if let Some(saved) = storage.as_ref().and_then(|s| s.get_item(STORAGE_KEY).ok().flatten()) {
+            if let Some(saved) = storage
+                .as_ref()
+                .and_then(|s| s.get_item(STORAGE_KEY).ok().flatten())
+            {
                 open.set(saved == "true");
             }
         } else if let Some(storage) = storage {

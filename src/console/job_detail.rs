@@ -18,7 +18,12 @@ pub fn JobDetailPage() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
     let detail: Resource<Result<JobDetail, AppError>> =
         Resource::new(move || (key.get(), refresh.get()), |(key, _)| job(key));
-    let active = Signal::derive(move || detail.get().and_then(Result::ok).is_some_and(|d| d.job.status.is_active()));
+    let active = Signal::derive(move || {
+        detail
+            .get()
+            .and_then(Result::ok)
+            .is_some_and(|d| d.job.status.is_active())
+    });
     use_auto_refresh(refresh, active);
 
     view! {
@@ -52,19 +57,28 @@ pub fn JobDetailPage() -> impl IntoView {
 
 fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
     match at {
-        Some(at) => view! { <time datetime=at.to_rfc3339() title=exact_time(at)>{relative_time(at)}</time> }.into_any(),
+        Some(at) => {
+            view! { <time datetime=at.to_rfc3339() title=exact_time(at)>{relative_time(at)}</time> }
+                .into_any()
+        }
         None => view! { <span class="muted">"—"</span> }.into_any(),
     }
 }
 
 #[component]
-fn Detail(detail: JobDetail, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+fn Detail(
+    detail: JobDetail,
+    on_changed: impl Fn() + Clone + Send + Sync + 'static,
+) -> impl IntoView {
     let job = detail.job;
     let rate = job
         .throughput_per_sec
         .map(|r| format!("{} users/s", thousands(r.round() as i64)))
         .unwrap_or_else(|| "—".into());
-    let eta = job.eta_secs.map(|s| format!("~{}", duration_secs(s))).unwrap_or_else(|| "—".into());
+    let eta = job
+        .eta_secs
+        .map(|s| format!("~{}", duration_secs(s)))
+        .unwrap_or_else(|| "—".into());
     view! {
         <section class="card" aria-labelledby="status-title">
             <div class="section-head">
@@ -192,15 +206,28 @@ fn OptionsList(options: StartOptions) -> impl IntoView {
     let rows = [
         ("Job key", options.job_key.to_string()),
         ("Batch size", thousands(options.batch_size.into())),
-        ("Sleep between batches", format!("{} ms", thousands(options.sleep_ms.into()))),
+        (
+            "Sleep between batches",
+            format!("{} ms", thousands(options.sleep_ms.into())),
+        ),
         (
             "Runtime cap",
-            format!("{} ms ({})", thousands(options.max_runtime_ms as i64), duration_ms(options.max_runtime_ms)),
+            format!(
+                "{} ms ({})",
+                thousands(options.max_runtime_ms as i64),
+                duration_ms(options.max_runtime_ms)
+            ),
         ),
-        ("Max consecutive failures", thousands(options.max_consecutive_failures.into())),
+        (
+            "Max consecutive failures",
+            thousands(options.max_consecutive_failures.into()),
+        ),
         ("Concurrency", thousands(options.concurrency.into())),
         ("Mode", options.mode.as_str().to_string()),
-        ("Retry failed before cursor", on_off(options.retry_failed_before_cursor).to_string()),
+        (
+            "Retry failed before cursor",
+            on_off(options.retry_failed_before_cursor).to_string(),
+        ),
         ("Reset cursor", on_off(options.reset_cursor).to_string()),
         ("Dry run", on_off(options.dry_run).to_string()),
         ("Auto-resume", on_off(options.auto_resume).to_string()),

@@ -7,12 +7,19 @@ use leptos::prelude::*;
 
 #[component]
 pub fn StatusBadge(status: JobStatus, #[prop(optional)] stopping_now: bool) -> impl IntoView {
-    let status = if stopping_now && status == JobStatus::Running { JobStatus::Stopping } else { status };
+    let status = if stopping_now && status == JobStatus::Running {
+        JobStatus::Stopping
+    } else {
+        status
+    };
     view! { <span class=format!("badge badge-{}", status.as_str())>{status.as_str()}</span> }
 }
 
 #[component]
-pub fn JobsTable(jobs: Vec<Job>, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+pub fn JobsTable(
+    jobs: Vec<Job>,
+    on_changed: impl Fn() + Clone + Send + Sync + 'static,
+) -> impl IntoView {
     if jobs.is_empty() {
         return view! {
             <div class="empty">
@@ -57,7 +64,11 @@ pub fn JobsTable(jobs: Vec<Job>, on_changed: impl Fn() + Clone + Send + Sync + '
 fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
     let href = format!("/jobs/{}", job.job_key);
     let rate = match (job.throughput_per_sec, job.eta_secs) {
-        (Some(rate), Some(eta)) => format!("{} users/s · ~{} left", thousands(rate.round() as i64), duration_secs(eta)),
+        (Some(rate), Some(eta)) => format!(
+            "{} users/s · ~{} left",
+            thousands(rate.round() as i64),
+            duration_secs(eta)
+        ),
         (Some(rate), None) => format!("{} users/s", thousands(rate.round() as i64)),
         _ => "—".into(),
     };
@@ -140,7 +151,12 @@ pub fn StopButton(
     let confirming = RwSignal::new(false);
     let requests = use_context::<StopRequests>();
     let key = StoredValue::new(job_key);
-    let error = move || stop.value().get().and_then(Result::err).map(|e| e.display_message());
+    let error = move || {
+        stop.value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| e.display_message())
+    };
     view! {
         <div class="stop">
             <Show

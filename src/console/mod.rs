@@ -28,7 +28,8 @@ use start_form::StartForm;
 #[component]
 pub fn ConsolePage() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
-    let jobs: Resource<Result<ListResponse, AppError>> = Resource::new(move || refresh.get(), |_| list());
+    let jobs: Resource<Result<ListResponse, AppError>> =
+        Resource::new(move || refresh.get(), |_| list());
     let any_active = Signal::derive(move || {
         jobs.get()
             .and_then(Result::ok)
@@ -41,7 +42,11 @@ pub fn ConsolePage() -> impl IntoView {
     Effect::new(move |_| {
         if let Some(Ok(list)) = jobs.get() {
             stop_requests.0.update(|keys| {
-                keys.retain(|key| list.jobs.iter().any(|j| &j.job_key == key && j.status == JobStatus::Running))
+                keys.retain(|key| {
+                    list.jobs
+                        .iter()
+                        .any(|j| &j.job_key == key && j.status == JobStatus::Running)
+                })
             });
         }
     });

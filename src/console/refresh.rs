@@ -22,7 +22,11 @@ pub fn use_auto_refresh(refresh: RwSignal<u64>, any_active: Signal<bool>) {
                     break;
                 }
                 waited += 500;
-                let due = if any_active.get_untracked() { ACTIVE_INTERVAL_MS } else { IDLE_INTERVAL_MS };
+                let due = if any_active.get_untracked() {
+                    ACTIVE_INTERVAL_MS
+                } else {
+                    IDLE_INTERVAL_MS
+                };
                 let hidden = document().visibility_state() == web_sys::VisibilityState::Hidden;
                 if waited >= due && !hidden {
                     waited = 0;

@@ -60,7 +60,10 @@ fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
     if trimmed.is_empty() {
         return Ok(None);
     }
-    trimmed.parse::<i64>().map(Some).map_err(|_| "must be a whole number")
+    trimmed
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| "must be a whole number")
 }
 
 #[derive(Clone, Copy)]
@@ -132,7 +135,10 @@ pub fn StartForm(
     Effect::new(move |_| {
         if let Some(Ok(response)) = start.value().get() {
             for adjustment in &response.adjustments {
-                if let Some(index) = NUMBER_OPTIONS.iter().position(|o| o.field == adjustment.field) {
+                if let Some(index) = NUMBER_OPTIONS
+                    .iter()
+                    .position(|o| o.field == adjustment.field)
+                {
                     form.numbers[index].set(adjustment.effective.clone());
                 }
             }
@@ -140,21 +146,35 @@ pub fn StartForm(
         }
     });
 
-    let error = move || client_error.get().or_else(|| start.value().get().and_then(Result::err));
+    let error = move || {
+        client_error
+            .get()
+            .or_else(|| start.value().get().and_then(Result::err))
+    };
     let field_error = move |field: &'static str| {
-        Signal::derive(move || error().filter(|e| e.field.as_deref() == Some(field)).map(|e| e.message))
+        Signal::derive(move || {
+            error()
+                .filter(|e| e.field.as_deref() == Some(field))
+                .map(|e| e.message)
+        })
     };
     let form_error = move || {
         error()
-            .filter(|e| e.field.as_deref().is_none_or(|f| f == "body" || !is_form_field(f)))
+            .filter(|e| {
+                e.field
+                    .as_deref()
+                    .is_none_or(|f| f == "body" || !is_form_field(f))
+            })
             .map(|e| e.display_message())
     };
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let checked = form
-            .request()
-            .and_then(|request| request.resolve(runtime_cap.get_untracked()).map(|_| request));
+        let checked = form.request().and_then(|request| {
+            request
+                .resolve(runtime_cap.get_untracked())
+                .map(|_| request)
+        });
         match checked {
             Err(err) => client_error.set(Some(err)),
             Ok(options) => {
@@ -329,7 +349,12 @@ fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl
 }
 
 #[component]
-fn Toggle(id: &'static str, label: &'static str, value: RwSignal<bool>, help: &'static str) -> impl IntoView {
+fn Toggle(
+    id: &'static str,
+    label: &'static str,
+    value: RwSignal<bool>,
+    help: &'static str,
+) -> impl IntoView {
     let help_id = format!("{id}-help");
     view! {
         <div class="toggle">

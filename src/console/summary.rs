@@ -8,9 +8,21 @@ use leptos::prelude::*;
 pub fn SummaryCards(summary: Option<Summary>) -> impl IntoView {
     let value = |f: fn(&Summary) -> String| summary.as_ref().map(f).unwrap_or_else(|| "—".into());
     let cards = [
-        ("Jobs", value(|s| thousands(s.jobs)), "Total number of recorded backfill jobs."),
-        ("Active Runs", value(|s| thousands(s.active_runs)), "How many runs are currently active in this process."),
-        ("Default Batch", value(|s| thousands(s.default_batch_size.into())), "Default batch size suggested by the backend."),
+        (
+            "Jobs",
+            value(|s| thousands(s.jobs)),
+            "Total number of recorded backfill jobs.",
+        ),
+        (
+            "Active Runs",
+            value(|s| thousands(s.active_runs)),
+            "How many runs are currently active in this process.",
+        ),
+        (
+            "Default Batch",
+            value(|s| thousands(s.default_batch_size.into())),
+            "Default batch size suggested by the backend.",
+        ),
         (
             "UI Runtime Cap",
             value(|s| format!("{} ms", thousands(s.ui_runtime_cap_ms as i64))),

@@ -60,7 +60,9 @@ fn sample_peak_rss() -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
 }
 
 async fn fresh_database(base_url: &str) -> Result<(PgPool, String), String> {
-    let admin = super::database::connect(base_url, 2).await.map_err(|e| e.to_string())?;
+    let admin = super::database::connect(base_url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
     let name = format!("igb_bench_{}", std::process::id());
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
         .execute(&admin)
@@ -70,29 +72,51 @@ async fn fresh_database(base_url: &str) -> Result<(PgPool, String), String> {
         .execute(&admin)
         .await
         .map_err(|e| e.to_string())?;
-    let (prefix, _) = base_url.rsplit_once('/').ok_or("DATABASE_URL has no database name")?;
+    let (prefix, _) = base_url
+        .rsplit_once('/')
+        .ok_or("DATABASE_URL has no database name")?;
     let url = format!("{prefix}/{name}");
-    let pool = super::database::connect(&url, 40).await.map_err(|e| e.to_string())?;
-    super::database::migrate(&pool).await.map_err(|e| e.to_string())?;
+    let pool = super::database::connect(&url, 40)
+        .await
+        .map_err(|e| e.to_string())?;
+    super::database::migrate(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((pool, name))
 }
 
 fn engine(pool: &PgPool, sink: &[(&str, String)]) -> Result<Engine, String> {
-    let mut vars: Vec<(String, String)> = vec![("DATABASE_URL".into(), "postgres://bench/unused".into())];
+    let mut vars: Vec<(String, String)> =
+        vec![("DATABASE_URL".into(), "postgres://bench/unused".into())];
     vars.extend(sink.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let config = Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-        .map_err(|e| e.to_string())?;
-    Ok(Engine::new(pool.clone(), Arc::new(config), CancellationToken::new()))
+    let config =
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .map_err(|e| e.to_string())?;
+    Ok(Engine::new(
+        pool.clone(),
+        Arc::new(config),
+        CancellationToken::new(),
+    ))
 }
 
 /// Starts a run and waits for it to leave `running`. Returns (users handled, seconds).
-async fn timed_run(engine: &Engine, pool: &PgPool, request: StartRequest) -> Result<(i64, f64), String> {
+async fn timed_run(
+    engine: &Engine,
+    pool: &PgPool,
+    request: StartRequest,
+) -> Result<(i64, f64), String> {
     let started = Instant::now();
-    let response = engine.start(&request, "bench").await.map_err(|e| e.to_string())?;
+    let response = engine
+        .start(&request, "bench")
+        .await
+        .map_err(|e| e.to_string())?;
     let key = response.job.job_key;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let row = store::get_job(pool, &key).await.map_err(|e| e.to_string())?.ok_or("job vanished")?;
+        let row = store::get_job(pool, &key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("job vanished")?;
         if !row.status().is_some_and(JobStatus::is_active) {
             let elapsed = started.elapsed().as_secs_f64();
             return Ok((row.processed + row.failed + row.skipped, elapsed));
@@ -101,8 +125,13 @@ async fn timed_run(engine: &Engine, pool: &PgPool, request: StartRequest) -> Res
 }
 
 async fn loopback_graph() -> Result<String, String> {
-    let app = Router::new().route("/users/{id}", put(|| async { axum::http::StatusCode::NO_CONTENT }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let app = Router::new().route(
+        "/users/{id}",
+        put(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(format!("http://{addr}"))
@@ -121,7 +150,13 @@ async fn plain_load(url: &str, concurrency: usize, seconds: u64) -> f64 {
             let url = format!("{url}/users/{worker}");
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    if let Ok(response) = client.put(&url).bearer_auth("bench").json(&body).send().await {
+                    if let Ok(response) = client
+                        .put(&url)
+                        .bearer_auth("bench")
+                        .json(&body)
+                        .send()
+                        .await
+                    {
                         if response.status().is_success() {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
@@ -142,21 +177,31 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     println!("benchmark database {name}");
 
     let seeded = Instant::now();
-    super::seed::seed_demo_users(&pool, args.users).await.map_err(|e| e.to_string())?;
-    println!("seeded {} users in {:.1}s", args.users, seeded.elapsed().as_secs_f64());
+    super::seed::seed_demo_users(&pool, args.users)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "seeded {} users in {:.1}s",
+        args.users,
+        seeded.elapsed().as_secs_f64()
+    );
     let batch = args.batch_size.clamp(1, 1000);
 
     // (b) the raw keyset scan, no bookkeeping.
     let started = Instant::now();
     let (mut cursor, mut scanned) = (0i64, 0i64);
     loop {
-        let users = store::users_after(&pool, cursor, batch as u32).await.map_err(|e| e.to_string())?;
+        let users = store::users_after(&pool, cursor, batch as u32)
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(last) = users.last() else { break };
         cursor = last.id;
         scanned += users.len() as i64;
     }
     let raw_rate = scanned as f64 / started.elapsed().as_secs_f64();
-    println!("(b) raw keyset scan, batch {batch}:           {raw_rate:>10.0} users/s  ({scanned} users)");
+    println!(
+        "(b) raw keyset scan, batch {batch}:           {raw_rate:>10.0} users/s  ({scanned} users)"
+    );
 
     // (a) a dry run through the engine, with memory sampled.
     let dry = engine(&pool, &[])?;
@@ -178,7 +223,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     done.store(true, Ordering::Relaxed);
     let dry_peak = peak.await.unwrap_or(0);
     let dry_rate = handled as f64 / seconds;
-    println!("(a) dry run, batch {batch}:                   {dry_rate:>10.0} users/s  ({handled} users)");
+    println!(
+        "(a) dry run, batch {batch}:                   {dry_rate:>10.0} users/s  ({handled} users)"
+    );
     println!(
         "    memory during the dry run: {} KiB before, {} KiB peak (+{} KiB over {handled} users)",
         rss_before,
@@ -188,7 +235,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
 
     // (c) real runs against a loopback Identity Graph, time-boxed.
     let url = loopback_graph().await?;
-    let http = engine(&pool, &[("IDENTITY_GRAPH_SINK", "http".into()), ("IDENTITY_GRAPH_URL", url.clone()), ("IDENTITY_GRAPH_TOKEN", "bench".into())])?;
+    let http = engine(
+        &pool,
+        &[
+            ("IDENTITY_GRAPH_SINK", "http".into()),
+            ("IDENTITY_GRAPH_URL", url.clone()),
+            ("IDENTITY_GRAPH_TOKEN", "bench".into()),
+        ],
+    )?;
     let mut rate_at_32 = 0.0;
     for concurrency in [1i64, 8, 32] {
         let (handled, seconds) = timed_run(
@@ -218,14 +272,27 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     println!("(d) loopback server capacity, concurrency 32: {capacity:>9.0} requests/s");
 
     println!();
-    println!("ratio (a)/(b)       = {:.2}   (goal >= 0.5)", dry_rate / raw_rate);
-    println!("ratio (c at 32)/(d) = {:.2}   (goal >= 0.6)", rate_at_32 / capacity);
-    println!("peak memory of the process (VmHWM): {} KiB", rss_kib("VmHWM:"));
+    println!(
+        "ratio (a)/(b)       = {:.2}   (goal >= 0.5)",
+        dry_rate / raw_rate
+    );
+    println!(
+        "ratio (c at 32)/(d) = {:.2}   (goal >= 0.6)",
+        rate_at_32 / capacity
+    );
+    println!(
+        "peak memory of the process (VmHWM): {} KiB",
+        rss_kib("VmHWM:")
+    );
 
     drop(dry);
     drop(http);
     pool.close().await;
-    let admin = super::database::connect(&base.database_url, 1).await.map_err(|e| e.to_string())?;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+    let admin = super::database::connect(&base.database_url, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
     Ok(())
 }

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::io::Read;
 
 #[derive(Parser)]
-#[command(name = "identity-graph-backfill", version, about = "Backfills historical users into the Identity Graph")]
+#[command(
+    name = "identity-graph-backfill",
+    version,
+    about = "Backfills historical users into the Identity Graph"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -95,7 +99,9 @@ pub async fn run() -> Result<(), String> {
 
 async fn connect() -> Result<sqlx::PgPool, String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    let pool = database::connect(&config.database_url, 4).await.map_err(|e| e.to_string())?;
+    let pool = database::connect(&config.database_url, 4)
+        .await
+        .map_err(|e| e.to_string())?;
     database::migrate(&pool).await.map_err(|e| e.to_string())?;
     Ok(pool)
 }
@@ -108,12 +114,19 @@ async fn demo_setup(users: i64, credentials_file: &std::path::Path) -> Result<()
         .await
         .map_err(|e| e.to_string())?;
     if existing == 0 {
-        let (first, last) = seed::seed_demo_users(&pool, users).await.map_err(|e| e.to_string())?;
-        println!("seeded {} demo users (ids {first}..={last})", last - first + 1);
+        let (first, last) = seed::seed_demo_users(&pool, users)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "seeded {} demo users (ids {first}..={last})",
+            last - first + 1
+        );
     } else {
         println!("source users: {existing} already present");
     }
-    let admins = crate::access::ssr::admin_count(&pool).await.map_err(|e| e.to_string())?;
+    let admins = crate::access::ssr::admin_count(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
     if admins == 0 {
         let allowed = config
             .admins
@@ -123,7 +136,10 @@ async fn demo_setup(users: i64, credentials_file: &std::path::Path) -> Result<()
             .unwrap_or_else(|| "operator@example.com".into());
         let not_allowed = "viewer@example.com".to_string();
         let mut lines = Vec::new();
-        for (email, note) in [(&allowed, "on the allow-list"), (&not_allowed, "NOT on the allow-list")] {
+        for (email, note) in [
+            (&allowed, "on the allow-list"),
+            (&not_allowed, "NOT on the allow-list"),
+        ] {
             let password = random_password();
             crate::access::ssr::upsert_admin(&pool, email, &password).await?;
             lines.push(format!("  {email:<28} password: {password}   ({note})"));
@@ -147,5 +163,7 @@ fn random_password() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::thread_rng();
-    (0..16).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }

@@ -31,7 +31,11 @@ impl std::fmt::Debug for SinkConfig {
         match self {
             SinkConfig::NotConfigured => write!(f, "not configured"),
             SinkConfig::Postgres => write!(f, "postgres"),
-            SinkConfig::Http { url, token, timeout } => write!(
+            SinkConfig::Http {
+                url,
+                token,
+                timeout,
+            } => write!(
                 f,
                 "http {url} (token {}, timeout {timeout:?})",
                 if token.is_some() { "set" } else { "unset" }
@@ -65,7 +69,11 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
 
         let database_url = get("DATABASE_URL").ok_or_else(|| ConfigError {
             variable: "DATABASE_URL",
@@ -85,7 +93,8 @@ impl Config {
                 reason: format!("{raw:?} is not an address such as 127.0.0.1:3000"),
             })?,
         };
-        let site_root = PathBuf::from(get("LEPTOS_SITE_ROOT").unwrap_or_else(|| "target/site".into()));
+        let site_root =
+            PathBuf::from(get("LEPTOS_SITE_ROOT").unwrap_or_else(|| "target/site".into()));
 
         let sink = match get("IDENTITY_GRAPH_SINK").as_deref() {
             None | Some("none") => SinkConfig::NotConfigured,
@@ -101,7 +110,8 @@ impl Config {
                         reason: "must start with http:// or https://".into(),
                     });
                 }
-                let timeout_ms = parse_number(&get, "IDENTITY_GRAPH_TIMEOUT_MS", 10_000, 1, 600_000)?;
+                let timeout_ms =
+                    parse_number(&get, "IDENTITY_GRAPH_TIMEOUT_MS", 10_000, 1, 600_000)?;
                 SinkConfig::Http {
                     url: url.trim_end_matches('/').to_string(),
                     token: get("IDENTITY_GRAPH_TOKEN"),
@@ -160,9 +170,15 @@ impl Config {
                 31_536_000,
             )?),
             cookie_secure: parse_bool(&get, "SESSION_COOKIE_SECURE", false)?,
-            login_failures_per_minute: parse_number(&get, "LOGIN_MAX_FAILURES_PER_MINUTE", 5, 1, 10_000)?
+            login_failures_per_minute: parse_number(
+                &get,
+                "LOGIN_MAX_FAILURES_PER_MINUTE",
+                5,
+                1,
+                10_000,
+            )? as u32,
+            database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
-            database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)? as u32,
         })
     }
 
@@ -216,7 +232,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -233,9 +252,17 @@ mod tests {
     fn errors_name_the_variable() {
         let missing = config(&[]).unwrap_err();
         assert_eq!(missing.variable, "DATABASE_URL");
-        let bad_addr = config(&[("DATABASE_URL", "postgres://x/y"), ("LEPTOS_SITE_ADDR", "nope")]).unwrap_err();
+        let bad_addr = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("LEPTOS_SITE_ADDR", "nope"),
+        ])
+        .unwrap_err();
         assert_eq!(bad_addr.variable, "LEPTOS_SITE_ADDR");
-        let bad_sink = config(&[("DATABASE_URL", "postgres://x/y"), ("IDENTITY_GRAPH_SINK", "kafka")]).unwrap_err();
+        let bad_sink = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("IDENTITY_GRAPH_SINK", "kafka"),
+        ])
+        .unwrap_err();
         assert_eq!(bad_sink.variable, "IDENTITY_GRAPH_SINK");
         let bad_number = config(&[
             ("DATABASE_URL", "postgres://x/y"),

@@ -52,6 +52,9 @@ mod tests {
             super::redact_url("postgres://app:hunter2@db:5432/x"),
             "postgres://app:***@db:5432/x"
         );
-        assert_eq!(super::redact_url("postgres://nobody@127.0.0.1:1/x"), "postgres://nobody@127.0.0.1:1/x");
+        assert_eq!(
+            super::redact_url("postgres://nobody@127.0.0.1:1/x"),
+            "postgres://nobody@127.0.0.1:1/x"
+        );
     }
 }

@@ -30,7 +30,10 @@ pub enum StartupError {
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
     #[error("LEPTOS_SITE_ADDR: cannot listen on {addr}: {cause}. Another process may be using it; set LEPTOS_SITE_ADDR to a free address.")]
-    Bind { addr: SocketAddr, cause: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
 }
@@ -76,7 +79,10 @@ pub fn router(state: AppState) -> Router {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(context, shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, shell))
         .layer(middleware::from_fn_with_state(state.clone(), page_access))
         .layer(middleware::from_fn(api_request_guard))
         .layer(middleware::from_fn(error_status))
@@ -99,14 +105,17 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     println!("Identity Graph Backfill is listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let signal = shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: pausing running jobs");
-            signal.cancel();
-        })
-        .await
-        .map_err(StartupError::Serve)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: pausing running jobs");
+        signal.cancel();
+    })
+    .await
+    .map_err(StartupError::Serve)?;
     engine.wait_for_runs(Duration::from_secs(4)).await;
     tracing::info!("stopped");
     Ok(())
@@ -188,7 +197,12 @@ async fn api_request_guard(req: Request, next: Next) -> Response {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if media_type != "application/json" && media_type != "application/x-www-form-urlencoded" {
             return error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -196,8 +210,14 @@ async fn api_request_guard(req: Request, next: Next) -> Response {
             );
         }
     }
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
     let cross_site_fetch = req
         .headers()
         .get("sec-fetch-site")
@@ -233,10 +253,12 @@ async fn error_status(req: Request, next: Next) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
-        parts.status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        parts
-            .headers
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts.status =
+            StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -257,7 +279,10 @@ async fn page_access(State(state): State<AppState>, req: Request, next: Next) ->
         Ok(admin) => admin,
         Err(e) => {
             tracing::error!("session lookup failed: {e}");
-            return (StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again shortly.")
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is unavailable; try again shortly.",
+            )
                 .into_response();
         }
     };

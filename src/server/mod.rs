@@ -1,11 +1,11 @@
 //! Everything that exists only in the server binary: configuration, state,
 //! the HTTP stack, the database and the operational subcommands.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod database;
 pub mod http;
-pub mod bench;
 pub mod seed;
 
 use crate::error::AppError;
@@ -27,7 +27,8 @@ pub struct AppState {
 
 /// The state, as server functions reach it through context.
 pub fn state() -> Result<AppState, AppError> {
-    use_context::<AppState>().ok_or_else(|| internal_error("reading app state", "no AppState in context"))
+    use_context::<AppState>()
+        .ok_or_else(|| internal_error("reading app state", "no AppState in context"))
 }
 
 pub fn request_parts() -> Result<axum::http::request::Parts, AppError> {

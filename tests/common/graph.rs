@@ -19,7 +19,9 @@ use std::{
 pub enum Reply {
     Ok,
     Status(u16),
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     /// Never answers (the client's timeout must fire).
     Hang,
     /// Answers 200 after a delay.
@@ -53,7 +55,9 @@ impl GraphServer {
             authorization: Mutex::new(None),
             behaviour: Mutex::new(Arc::new(|_, _| Reply::Ok)),
         });
-        let app = Router::new().route("/users/{id}", put(handle)).with_state(inner.clone());
+        let app = Router::new()
+            .route("/users/{id}", put(handle))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

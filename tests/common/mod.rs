@@ -21,13 +21,17 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), "postgres://unused-in-tests/x".into()),
         ("IDENTITY_GRAPH_BACKFILL_ADMINS".into(), ALLOWED.0.into()),
-        ("IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS".into(), "3600000".into()),
+        (
+            "IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS".into(),
+            "3600000".into(),
+        ),
     ];
     for (key, value) in overrides {
         vars.retain(|(k, _)| k != key);
         vars.push((key.to_string(), value.to_string()));
     }
-    Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).expect("test config")
+    Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("test config")
 }
 
 /// An engine as one replica would run it, without the HTTP server.
@@ -53,17 +57,28 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
         });
-        TestApp { addr, state, shutdown, server }
+        TestApp {
+            addr,
+            state,
+            shutdown,
+            server,
+        }
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.state.engine.wait_for_runs(Duration::from_secs(5)).await;
+        self.state
+            .engine
+            .wait_for_runs(Duration::from_secs(5))
+            .await;
         let _ = self.server.await;
     }
 
@@ -82,7 +97,10 @@ impl TestApp {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Signs in and returns the `name=value` session cookie.
@@ -109,22 +127,33 @@ impl TestApp {
 pub async fn add_admins(pool: &PgPool) {
     use identity_graph_backfill::access::ssr::upsert_admin;
     upsert_admin(pool, ALLOWED.0, ALLOWED.1).await.unwrap();
-    upsert_admin(pool, NOT_ALLOWED.0, NOT_ALLOWED.1).await.unwrap();
+    upsert_admin(pool, NOT_ALLOWED.0, NOT_ALLOWED.1)
+        .await
+        .unwrap();
 }
 
 pub async fn seed(pool: &PgPool, users: i64) {
-    identity_graph_backfill::server::seed::seed_demo_users(pool, users).await.unwrap();
+    identity_graph_backfill::server::seed::seed_demo_users(pool, users)
+        .await
+        .unwrap();
 }
 
 /// Waits until the job is no longer running or stopping.
 pub async fn wait_until_idle(pool: &PgPool, key: &str, limit: Duration) -> store::JobRow {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let row = store::get_job(pool, key).await.unwrap().expect("job exists");
+        let row = store::get_job(pool, key)
+            .await
+            .unwrap()
+            .expect("job exists");
         if !row.status().is_some_and(JobStatus::is_active) {
             return row;
         }
-        assert!(tokio::time::Instant::now() < deadline, "job {key} still {} after {limit:?}", row.status);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {key} still {} after {limit:?}",
+            row.status
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -132,7 +161,10 @@ pub async fn wait_until_idle(pool: &PgPool, key: &str, limit: Duration) -> store
 pub async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -84,7 +84,9 @@ impl HttpGraph {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(SinkError(format!("{last_error} (after {MAX_ATTEMPTS} attempts)")))
+        Err(SinkError(format!(
+            "{last_error} (after {MAX_ATTEMPTS} attempts)"
+        )))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -99,12 +101,20 @@ impl IdentityGraph for HttpGraph {
 }
 
 fn is_retriable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
 fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 

@@ -34,7 +34,12 @@ impl SourceUser {
             ("device", self.device_id.as_deref()),
         ]
         .into_iter()
-        .filter_map(|(kind, value)| value.map(str::trim).filter(|v| !v.is_empty()).map(|v| (kind, v)))
+        .filter_map(|(kind, value)| {
+            value
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| (kind, v))
+        })
         .collect()
     }
 }
@@ -54,8 +59,14 @@ pub fn from_config(config: &SinkConfig, pool: &PgPool) -> Option<Arc<dyn Identit
     match config {
         SinkConfig::NotConfigured => None,
         SinkConfig::Postgres => Some(Arc::new(postgres::PostgresGraph::new(pool.clone()))),
-        SinkConfig::Http { url, token, timeout } => {
-            Some(Arc::new(http::HttpGraph::new(url.clone(), token.clone(), *timeout)))
-        }
+        SinkConfig::Http {
+            url,
+            token,
+            timeout,
+        } => Some(Arc::new(http::HttpGraph::new(
+            url.clone(),
+            token.clone(),
+            *timeout,
+        ))),
     }
 }

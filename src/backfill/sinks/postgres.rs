@@ -79,7 +79,10 @@ impl IdentityGraph for PostgresGraph {
 }
 
 /// Users linked to `user_id` through any shared identifier, with what they share.
-pub async fn linked_users(pool: &PgPool, user_id: i64) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+pub async fn linked_users(
+    pool: &PgPool,
+    user_id: i64,
+) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT other.user_id, i.kind, i.value
          FROM identity_graph_links mine
