@@ -8,7 +8,12 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread. Leptos 0.8's reactive graph can deadlock when a
+    // resource resolves on one worker while another renders the same
+    // Suspense boundary (leptos-rs/leptos#4673, #4851); we caught exactly that
+    // lock inversion in gdb under the end-to-end suite. The work here is
+    // I/O-bound and argon2 runs on the blocking pool, so one thread costs little.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

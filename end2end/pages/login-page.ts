@@ -13,11 +13,19 @@ export class LoginPage {
     await waitForHydration(this.page);
   }
 
-  async signIn(account: { email: string; password: string }) {
+  /** Fills and submits the form; does not wait for the outcome. */
+  async attemptSignIn(account: { email: string; password: string }) {
     await this.goto();
     await this.email().fill(account.email);
     await this.password().fill(account.password);
     await this.submit().click();
+  }
+
+  /** Signs in and waits until the app has loaded the console. */
+  async signIn(account: { email: string; password: string }) {
+    await this.attemptSignIn(account);
+    await this.page.waitForURL((url) => url.pathname === "/");
+    await waitForHydration(this.page);
   }
 }
 

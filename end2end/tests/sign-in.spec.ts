@@ -13,6 +13,6 @@ test("a signed-out visit goes to /login, and the allowed admin gets the controls
   await console.goto();
   await expect(page.getByRole("heading", { name: "Start a run" })).toBeVisible();
   await expect(page.getByRole("heading", { name: "Jobs", exact: true })).toBeVisible();
-  await expect(page.getByText(ALLOWED.email)).toBeVisible();
+  await expect(page.getByRole("banner").getByText(ALLOWED.email)).toBeVisible();
   await screenshots(page, testInfo, "console-signed-in");
 });

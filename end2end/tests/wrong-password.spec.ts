@@ -5,7 +5,7 @@ import { screenshots } from "../support/screens";
 
 test("a wrong password shows an inline error and stays on /login", async ({ page }, testInfo) => {
   const login = new LoginPage(page);
-  await login.signIn({ email: ALLOWED.email, password: "not-the-password" });
+  await login.attemptSignIn({ email: ALLOWED.email, password: "not-the-password" });
   await expect(page.getByRole("alert").filter({ hasText: "The email or password is incorrect." })).toBeVisible();
   await expect(page).toHaveURL(/\/login$/);
   await screenshots(page, testInfo, "login-wrong-password");
