@@ -47,7 +47,7 @@ pub fn normalize_email(raw: &str) -> String {
 /// is not `admin@example.com`. An empty list allows nobody.
 pub fn can_access_identity_graph_backfill(email: &str, allow_list: &AllowList) -> bool {
     let email = normalize_email(email);
-    !email.is_empty() && allow_list.0.iter().any(|allowed| *allowed == email)
+    !email.is_empty() && allow_list.0.contains(&email)
 }
 
 /// The signed-in admin, as the UI sees them.

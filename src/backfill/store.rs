@@ -511,7 +511,7 @@ pub async fn recent_failures(
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<FailureRecord>, sqlx::Error> {
-    let rows: Vec<(i64, String, i32, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT user_id, error, attempts, first_failed_at, last_failed_at
          FROM identity_graph_backfill_failures
          WHERE job_key = $1 AND resolved_at IS NULL
@@ -520,19 +520,7 @@ pub async fn recent_failures(
     .bind(job_key)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(user_id, error, attempts, first_failed_at, last_failed_at)| FailureRecord {
-                user_id,
-                error,
-                attempts,
-                first_failed_at,
-                last_failed_at,
-            },
-        )
-        .collect())
+    .await
 }
 
 pub async fn unresolved_failure_count(pool: &PgPool, job_key: &str) -> Result<i64, sqlx::Error> {
@@ -549,57 +537,12 @@ pub async fn recent_runs(
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<RunRecord>, sqlx::Error> {
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
-        i64,
-        String,
-        Option<String>,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<String>,
-        i64,
-        i64,
-        i64,
-        String,
-    )> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
          FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(job_key)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                trigger,
-                started_by,
-                started_at,
-                ended_at,
-                outcome,
-                stopped_by,
-                processed,
-                failed,
-                skipped,
-                owner,
-            )| {
-                RunRecord {
-                    id,
-                    trigger,
-                    started_by,
-                    started_at,
-                    ended_at,
-                    outcome,
-                    stopped_by,
-                    processed,
-                    failed,
-                    skipped,
-                    owner,
-                }
-            },
-        )
-        .collect())
+    .await
 }
