@@ -1,8 +1,7 @@
 //! The HTML shell, the router and the page frame.
 
-use crate::access::{me, AdminIdentity, LoginPage, SignOutButton};
+use crate::access::{AdminIdentity, LoginPage, SignOutButton};
 use crate::console::{ConsolePage, JobDetailPage};
-use crate::error::{AppError, ErrorCode};
 use crate::reporting::ReportingPage;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -52,47 +51,61 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The signed-in admin, shared with every page below the frame.
-#[derive(Clone, Copy)]
-pub struct CurrentAdmin(pub Signal<Option<AdminIdentity>>);
-
 /// Header, and the access gate: the page's content is built only for an
 /// admin on the allow-list, so nothing asks for job data for anyone else.
+///
+/// Access is resolved by the server's page middleware before rendering and
+/// shipped to the browser with the page (`SharedValue`), so the gate needs no
+/// resource and no Suspense of its own. Internal links are therefore full
+/// page loads (`rel="external"`): every page is rendered, and gated, by the server.
 #[component]
-fn Frame(children: ChildrenFn) -> impl IntoView {
-    let me = Resource::new(|| (), |_| me());
-    let current = Signal::derive(move || me.get().and_then(Result::ok));
-    provide_context(CurrentAdmin(current));
-    let children = StoredValue::new(children);
-
+fn Frame(children: Children) -> impl IntoView {
+    let me: Option<AdminIdentity> = SharedValue::new(signed_in_admin).into_inner();
+    let email = me.as_ref().map(|me| me.email.clone());
+    let content = match me {
+        Some(me) if me.allowed => children().into_any(),
+        Some(me) => view! { <NotAllowed email=me.email /> }.into_any(),
+        None => view! { <SignedOut /> }.into_any(),
+    };
     view! {
         <header class="topbar">
-            <a class="brand" href="/">
+            <a class="brand" href="/" rel="external">
                 <span class="brand-mark" aria-hidden="true">"◆"</span>
                 <span>"Identity Graph Backfill"</span>
             </a>
             <nav aria-label="Main">
-                <A href="/">"Console"</A>
-                <A href="/reporting">"Reporting"</A>
+                <A href="/" attr:rel="external">"Console"</A>
+                <A href="/reporting" attr:rel="external">"Reporting"</A>
             </nav>
             <div class="who">
-                <Transition fallback=|| ()>
-                    {move || current.get().map(|me| view! {
-                        <span class="who-email" title="Signed in">{me.email}</span>
-                    })}
-                </Transition>
+                {email.map(|email| view! { <span class="who-email" title="Signed in">{email}</span> })}
                 <SignOutButton />
             </div>
         </header>
-        <main id="main" class="page">
-            <Transition fallback=|| view! { <p class="loading" role="status">"Checking your access…"</p> }>
-                {move || me.get().map(|result| match result {
-                    Ok(me) if me.allowed => children.with_value(|children| children()).into_any(),
-                    Ok(me) => view! { <NotAllowed email=me.email /> }.into_any(),
-                    Err(error) => view! { <AccessError error /> }.into_any(),
-                })}
-            </Transition>
-        </main>
+        <main id="main" class="page">{content}</main>
+    }
+}
+
+/// The admin the page middleware found for this request.
+fn signed_in_admin() -> Option<AdminIdentity> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<AdminIdentity>().cloned())
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        None
+    }
+}
+
+#[component]
+fn SignedOut() -> impl IntoView {
+    view! {
+        <section class="notice error" role="alert">
+            <h1>"Your session has ended"</h1>
+            <p><a rel="external" href="/login" rel="external">"Sign in again"</a></p>
+        </section>
     }
 }
 
@@ -111,22 +124,6 @@ fn NotAllowed(email: String) -> impl IntoView {
 }
 
 #[component]
-fn AccessError(error: AppError) -> impl IntoView {
-    if error.code == ErrorCode::Unauthenticated {
-        // The session ended while the page was open.
-        #[cfg(feature = "hydrate")]
-        let _ = window().location().set_href("/login");
-    }
-    view! {
-        <section class="notice error" role="alert">
-            <h1>"Could not check your access"</h1>
-            <p>{error.display_message()}</p>
-            <p><a href="/login">"Sign in again"</a></p>
-        </section>
-    }
-}
-
-#[component]
 fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]
     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
@@ -136,7 +133,7 @@ fn NotFound() -> impl IntoView {
         <main class="page">
             <section class="notice">
                 <h1>"Page not found"</h1>
-                <p><a href="/">"Back to the console"</a></p>
+                <p><a rel="external" href="/">"Back to the console"</a></p>
             </section>
         </main>
     }

@@ -37,7 +37,7 @@ pub fn BackfillWidget() -> impl IntoView {
         <section class="card widget" aria-labelledby="widget-title">
             <div class="section-head">
                 <h2 id="widget-title">"Identity Graph Backfill"</h2>
-                <crate::console::RefreshButton refresh loading=Signal::derive(move || jobs.get().is_none()) />
+                <crate::console::RefreshButton refresh />
             </div>
             <Transition fallback=|| view! { <p role="status">"Loading…"</p> }>
                 {move || jobs.get().map(|result| match result {
@@ -49,13 +49,13 @@ pub fn BackfillWidget() -> impl IntoView {
                         <ul class="widget-jobs">
                             {list.jobs.into_iter().take(5).map(|job| view! {
                                 <li>
-                                    <a href=format!("/jobs/{}", job.job_key)>{job.job_key.clone()}</a>
+                                    <a rel="external" href=format!("/jobs/{}", job.job_key)>{job.job_key.clone()}</a>
                                     <StatusBadge status=job.status />
                                     <span class="muted small">{job.progress_label}</span>
                                 </li>
                             }).collect_view()}
                         </ul>
-                        <p><a href="/">"Open the console"</a></p>
+                        <p><a rel="external" href="/">"Open the console"</a></p>
                     }.into_any(),
                     Err(error) => view! { <p class="notice error" role="alert">{error.display_message()}</p> }.into_any(),
                 })}

@@ -29,7 +29,7 @@ pub fn JobDetailPage() -> impl IntoView {
     view! {
         <div class="detail">
             <nav class="breadcrumb" aria-label="Breadcrumb">
-                <a href="/">"Identity Graph Backfill"</a>
+                <a rel="external" href="/">"Identity Graph Backfill"</a>
                 <span aria-hidden="true">" / "</span>
                 <span aria-current="page">{move || key.get()}</span>
             </nav>
@@ -38,7 +38,7 @@ pub fn JobDetailPage() -> impl IntoView {
                     <p class="eyebrow">"Job"</p>
                     <h1 class="mono">{move || key.get()}</h1>
                 </div>
-                <RefreshButton refresh loading=Signal::derive(move || detail.get().is_none()) />
+                <RefreshButton refresh />
             </div>
             <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }>
                 {move || detail.get().map(|result| match result {
@@ -46,7 +46,7 @@ pub fn JobDetailPage() -> impl IntoView {
                     Err(error) => view! {
                         <div class="notice error" role="alert">
                             <p><strong>"Could not load this job. "</strong>{error.display_message()}</p>
-                            <p><a href="/">"Back to all jobs"</a></p>
+                            <p><a rel="external" href="/">"Back to all jobs"</a></p>
                         </div>
                     }.into_any(),
                 })}
@@ -123,41 +123,6 @@ fn Detail(
                 None => view! { <p class="muted">"No error recorded."</p> }.into_any(),
             }}
         </section>
-        <section class="card" aria-labelledby="failures-title">
-            <h2 id="failures-title">"Recent per-user failures"</h2>
-            <p class="muted">
-                {thousands(detail.unresolved_failures)} " unresolved. A failure is resolved when a later run writes the user. "
-                "Run with mode Failed only to retry just these."
-            </p>
-            {if detail.recent_failures.is_empty() {
-                view! { <p class="empty">"No unresolved failures."</p> }.into_any()
-            } else {
-                view! {
-                    <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
-                        <table class="failures-table">
-                            <thead>
-                                <tr>
-                                    <th scope="col" class="num">"User id"</th>
-                                    <th scope="col">"Error"</th>
-                                    <th scope="col" class="num">"Attempts"</th>
-                                    <th scope="col">"Last failed"</th>
-                                </tr>
-                            </thead>
-                            <tbody>
-                                {detail.recent_failures.into_iter().map(|f| view! {
-                                    <tr>
-                                        <td class="num mono">{f.user_id}</td>
-                                        <td class="error-text">{f.error}</td>
-                                        <td class="num">{f.attempts}</td>
-                                        <td>{time_cell(Some(f.last_failed_at))}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    </div>
-                }.into_any()
-            }}
-        </section>
         <div class="detail-grid">
             <section class="card" aria-labelledby="options-title">
                 <h2 id="options-title">"Effective options"</h2>
@@ -197,6 +162,41 @@ fn Detail(
                 }}
             </section>
         </div>
+        <section class="card" aria-labelledby="failures-title">
+            <h2 id="failures-title">"Recent per-user failures"</h2>
+            <p class="muted">
+                {thousands(detail.unresolved_failures)} " unresolved. A failure is resolved when a later run writes the user. "
+                "Run with mode Failed only to retry just these."
+            </p>
+            {if detail.recent_failures.is_empty() {
+                view! { <p class="empty">"No unresolved failures."</p> }.into_any()
+            } else {
+                view! {
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
+                        <table class="failures-table">
+                            <thead>
+                                <tr>
+                                    <th scope="col" class="num">"User id"</th>
+                                    <th scope="col">"Error"</th>
+                                    <th scope="col" class="num">"Attempts"</th>
+                                    <th scope="col">"Last failed"</th>
+                                </tr>
+                            </thead>
+                            <tbody>
+                                {detail.recent_failures.into_iter().map(|f| view! {
+                                    <tr>
+                                        <td class="num mono">{f.user_id}</td>
+                                        <td class="error-text">{f.error}</td>
+                                        <td class="num">{f.attempts}</td>
+                                        <td>{time_cell(Some(f.last_failed_at))}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                }.into_any()
+            }}
+        </section>
     }
 }
 

@@ -89,7 +89,7 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
     view! {
         <tr>
             <th scope="row">
-                <a class="job-link" href=href>{job.job_key.clone()}</a>
+                <a class="job-link" rel="external" href=href>{job.job_key.clone()}</a>
                 {job.dry_run.then(|| view! { <span class="marker" title="Dry run: nothing is written">"dry run"</span> })}
                 <span class="mode">{job.mode.as_str()}</span>
             </th>

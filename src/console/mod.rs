@@ -67,7 +67,7 @@ pub fn ConsolePage() -> impl IntoView {
                         "Start a bounded historical user sync, watch its progress, and stop a running job."
                     </p>
                 </div>
-                <RefreshButton refresh loading=Signal::derive(move || jobs.get().is_none()) />
+                <RefreshButton refresh />
             </div>
             <ReaderView />
             <Transition fallback=|| view! { <SummaryCards summary=None /> }>
@@ -102,14 +102,9 @@ pub fn ConsolePage() -> impl IntoView {
 }
 
 #[component]
-pub fn RefreshButton(refresh: RwSignal<u64>, #[prop(into)] loading: Signal<bool>) -> impl IntoView {
+pub fn RefreshButton(refresh: RwSignal<u64>) -> impl IntoView {
     view! {
-        <button
-            type="button"
-            class="button"
-            aria-busy=move || loading.get().to_string()
-            on:click=move |_| refresh.update(|n| *n += 1)
-        >
+        <button type="button" class="button" on:click=move |_| refresh.update(|n| *n += 1)>
             "Refresh"
         </button>
     }

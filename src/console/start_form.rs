@@ -195,7 +195,7 @@ pub fn StartForm(
     view! {
         <section class="card start" aria-labelledby="start-title">
             <h2 id="start-title">"Start a run"</h2>
-            <p class="muted">
+            <p class="muted small">
                 "Re-running a job key continues from its saved cursor. Numbers outside their range are clamped, and the values used are shown below."
             </p>
             <form on:submit=on_submit novalidate>
@@ -386,7 +386,7 @@ fn StartOutcome(response: StartResponse) -> impl IntoView {
         <div class=if response.started { "notice success" } else { "notice info" }>
             <p>
                 <strong>{headline}</strong>
-                " " <a href=href>"Open the job"</a>
+                " " <a rel="external" href=href>"Open the job"</a>
             </p>
             {(!response.adjustments.is_empty()).then(|| view! {
                 <p>"The server adjusted values that were out of range:"</p>

@@ -286,9 +286,22 @@ async fn page_access(State(state): State<AppState>, req: Request, next: Next) ->
                 .into_response();
         }
     };
-    match (path == "/login", admin.is_some()) {
-        (true, true) => Redirect::to("/").into_response(),
-        (false, false) => Redirect::to("/login").into_response(),
-        _ => next.run(req).await,
+    match (path == "/login", admin) {
+        (true, Some(_)) => Redirect::to("/").into_response(),
+        (false, None) => Redirect::to("/login").into_response(),
+        (_, admin) => {
+            let mut req = req;
+            if let Some(admin) = admin {
+                // The page's access gate reads this while rendering.
+                req.extensions_mut().insert(crate::access::AdminIdentity {
+                    allowed: crate::access::can_access_identity_graph_backfill(
+                        &admin.email,
+                        &state.config.admins,
+                    ),
+                    email: admin.email,
+                });
+            }
+            next.run(req).await
+        }
     }
 }
