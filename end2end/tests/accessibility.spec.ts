@@ -3,6 +3,7 @@ import { expect, test, type Page } from "@playwright/test";
 import { ConsolePage } from "../pages/console-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED } from "../support/accounts";
+import { screenshots } from "../support/screens";
 
 async function seriousViolations(page: Page) {
   const results = await new AxeBuilder({ page }).analyze();
@@ -11,7 +12,7 @@ async function seriousViolations(page: Page) {
     .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
 }
 
-test("login, console and job detail have no serious or critical axe violations", async ({ page }) => {
+test("login, console and job detail have no serious or critical axe violations", async ({ page }, testInfo) => {
   const login = new LoginPage(page);
   await login.goto();
   expect(await seriousViolations(page)).toEqual([]);
@@ -26,4 +27,5 @@ test("login, console and job detail have no serious or critical axe violations",
   await page.goto("/jobs/e2e-a11y");
   await expect(page.getByRole("heading", { name: "Effective options" })).toBeVisible();
   expect(await seriousViolations(page)).toEqual([]);
+  await screenshots(page, testInfo, "job-detail-dry-run");
 });

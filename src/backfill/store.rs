@@ -377,18 +377,26 @@ pub async fn checkpoint(
     run_id: i64,
     batch: &Checkpoint,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let skipped_total =
         batch.skipped.dry_run + batch.skipped.deleted + batch.skipped.no_identifiers;
-    let updated = sqlx::query(
-        "UPDATE identity_graph_backfill_jobs SET
-             cursor = coalesce($3, cursor),
-             processed = processed + $4, failed = failed + $5, skipped = skipped + $6,
-             skipped_dry_run = skipped_dry_run + $7, skipped_deleted = skipped_deleted + $8,
-             skipped_no_identifiers = skipped_no_identifiers + $9,
-             consecutive_failures = $10, last_error = coalesce($11, last_error),
-             run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now()
-         WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')",
+    // The job row and the run row move together in one statement; only a
+    // batch with failure rows to write needs a transaction around more.
+    let counters = sqlx::query_scalar::<_, i64>(
+        "WITH job AS (
+             UPDATE identity_graph_backfill_jobs SET
+                 cursor = coalesce($3, cursor),
+                 processed = processed + $4, failed = failed + $5, skipped = skipped + $6,
+                 skipped_dry_run = skipped_dry_run + $7, skipped_deleted = skipped_deleted + $8,
+                 skipped_no_identifiers = skipped_no_identifiers + $9,
+                 consecutive_failures = $10, last_error = coalesce($11, last_error),
+                 run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now()
+             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+             RETURNING job_key),
+         run AS (
+             UPDATE identity_graph_backfill_runs SET processed = processed + $4, failed = failed + $5,
+                 skipped = skipped + $6
+             WHERE id = $13 AND EXISTS (SELECT 1 FROM job))
+         SELECT count(*) FROM job",
     )
     .bind(job_key)
     .bind(owner)
@@ -402,9 +410,12 @@ pub async fn checkpoint(
     .bind(batch.consecutive_failures as i32)
     .bind(&batch.last_error)
     .bind(batch.scanned)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
+    .bind(run_id);
+    if batch.failures.is_empty() && batch.resolved.is_empty() {
+        return Ok(counters.fetch_one(pool).await? == 1);
+    }
+    let mut tx = pool.begin().await?;
+    if counters.fetch_one(&mut *tx).await? == 0 {
         tx.rollback().await?;
         return Ok(false);
     }
@@ -433,16 +444,6 @@ pub async fn checkpoint(
         .execute(&mut *tx)
         .await?;
     }
-    sqlx::query(
-        "UPDATE identity_graph_backfill_runs SET processed = processed + $2, failed = failed + $3,
-             skipped = skipped + $4 WHERE id = $1",
-    )
-    .bind(run_id)
-    .bind(batch.processed)
-    .bind(batch.failed)
-    .bind(skipped_total)
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
     Ok(true)
 }

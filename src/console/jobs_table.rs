@@ -45,7 +45,6 @@ pub fn JobsTable(
                         <th scope="col">"Last error"</th>
                         <th scope="col">"Started by"</th>
                         <th scope="col">"Updated"</th>
-                        <th scope="col"><span class="visually-hidden">"Actions"</span></th>
                     </tr>
                 </thead>
                 <tbody>
@@ -95,6 +94,7 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
             </th>
             <td>
                 <StatusCell job=job.clone() />
+                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
             </td>
             <td class="progress">{job.progress_label.clone()}</td>
             <td class="num">{thousands(job.processed)}</td>
@@ -107,9 +107,6 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
                 <time datetime=job.updated_at.to_rfc3339() title=exact_time(job.updated_at)>
                     {relative_time(job.updated_at)}
                 </time>
-            </td>
-            <td class="row-actions">
-                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
             </td>
         </tr>
     }

@@ -1,6 +1,6 @@
 //! The Postgres pool and migrations.
 
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{postgres::PgPoolOptions, Connection, PgPool};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,24 @@ pub fn redact_url(url: &str) -> String {
 }
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    // One direct connection first: a pool only reports "timed out", while a
+    // connection names the cause (refused, unknown host, bad password …).
+    let probe =
+        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url)).await;
+    let cause = match probe {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            None
+        }
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some("no answer within 5 s".to_string()),
+    };
+    if let Some(cause) = cause {
+        return Err(DatabaseError::Connect {
+            url: redact_url(url),
+            cause,
+        });
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
