@@ -175,11 +175,6 @@ impl JobKey {
         Ok(Self(trimmed.to_string()))
     }
 
-    /// For keys read back from the database, which were validated on the way in.
-    pub fn from_trusted(key: String) -> Self {
-        Self(key)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

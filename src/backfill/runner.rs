@@ -123,14 +123,6 @@ impl Runner {
         }
     }
 
-    pub fn cursor(&self) -> i64 {
-        self.cursor
-    }
-
-    pub fn phase(&self) -> Phase {
-        self.phase
-    }
-
     fn halt(&self) -> Option<Halt> {
         if self.signals.stop.is_cancelled() || self.signals.lease_lost.is_cancelled() {
             Some(Halt::Stop)
