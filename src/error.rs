@@ -21,6 +21,7 @@ pub enum ErrorCode {
     NotFound,
     IdentityGraphNotConfigured,
     RateLimited,
+    PayloadTooLarge,
     Internal,
 }
 
@@ -33,6 +34,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::IdentityGraphNotConfigured => 409,
             ErrorCode::RateLimited => 429,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Internal => 500,
         }
     }
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::IdentityGraphNotConfigured => "IDENTITY_GRAPH_NOT_CONFIGURED",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -41,7 +41,7 @@ async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) 
     assert!(response.started && response.running);
     assert_eq!(response.job.job_key, "identity-graph-users");
     let row = wait_until_idle(&pool, "identity-graph-users", Duration::from_secs(120)).await;
-    let job = row.to_job(None);
+    let job = row.to_job(900_000);
 
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!(job.cursor, 10_000, "the cursor ends at the highest id");
@@ -252,7 +252,7 @@ async fn a_dry_run_sends_nothing_and_never_moves_the_real_cursor(pool: PgPool) {
         Duration::from_secs(30),
     )
     .await;
-    let job = row.to_job(None);
+    let job = row.to_job(900_000);
     assert_eq!(job.status, JobStatus::Completed);
     assert_eq!((job.processed, job.failed, job.skipped), (0, 0, 1_500));
     assert_eq!(job.skipped_by_reason.dry_run, 1_500);
@@ -276,11 +276,13 @@ async fn a_dry_run_sends_nothing_and_never_moves_the_real_cursor(pool: PgPool) {
         )
         .await
         .unwrap();
-    wait_until_idle(&pool, "rehearsal", Duration::from_secs(30)).await;
+    // A named key's rehearsal lives under its `:dry-run` twin.
+    wait_until_idle(&pool, "rehearsal:dry-run", Duration::from_secs(30)).await;
     assert_eq!(graph.request_count(), 0);
+    assert!(store::get_job(&pool, "rehearsal").await.unwrap().is_none());
 
     // The watchdog never resumes a dry run, even one that paused on its cap.
-    sqlx::query("UPDATE identity_graph_backfill_jobs SET status = 'paused', pause_reason = 'max-runtime' WHERE job_key = 'rehearsal'")
+    sqlx::query("UPDATE identity_graph_backfill_jobs SET status = 'paused', pause_reason = 'max-runtime' WHERE job_key = 'rehearsal:dry-run'")
         .execute(&pool)
         .await
         .unwrap();
@@ -594,7 +596,10 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
         .collect();
     assert!(lost.is_empty(), "no user lost: {lost:?}");
     let runs = store::recent_runs(&pool, "shared", 10).await.unwrap();
-    assert_eq!(runs[0].owner, b.replica_id());
+    assert!(
+        runs[0].owner.starts_with(b.replica_id()),
+        "the run belongs to B"
+    );
 }
 
 #[sqlx::test]
@@ -696,4 +701,414 @@ async fn a_stop_on_a_paused_job_is_immediate_and_the_list_hides_archived_and_leg
         .await
         .unwrap_err();
     assert_eq!(archived.field.as_deref(), Some("job_key"));
+}
+
+/// Rows of `identity_graph_backfill_runs` for a key that are still open.
+async fn open_runs(pool: &PgPool, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM identity_graph_backfill_runs WHERE job_key = $1 AND ended_at IS NULL",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool) {
+    seed(&pool, 600).await;
+    let graph = GraphServer::start().await;
+    // Each write takes a while, so two runners would overlap at the graph.
+    graph.behave(|_, _| Reply::Slow(Duration::from_millis(15)));
+    let vars = env(&graph, &[("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "1200")]);
+    let (a, _sa) = engine(&pool, &as_refs(&vars));
+    let (b, _sb) = engine(&pool, &as_refs(&vars));
+    let one_at_a_time =
+        json!({"job_key": "fenced", "batch_size": 20, "sleep_ms": 0, "concurrency": 1});
+    assert!(
+        a.start(&request(one_at_a_time), "ops@example.com")
+            .await
+            .unwrap()
+            .started
+    );
+
+    for watchdog in [&a, &b] {
+        wait_for(Duration::from_secs(10), async || graph.request_count() > 20).await;
+        // The run is alive, but its lease looks expired (a stalled heartbeat).
+        sqlx::query(
+            "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now() - interval '1 hour'
+             WHERE job_key = 'fenced'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            watchdog.watchdog_tick().await.unwrap(),
+            vec!["fenced".to_string()]
+        );
+        assert!(open_runs(&pool, "fenced").await <= 1);
+        let counts_before = graph.request_count();
+        wait_for(Duration::from_secs(10), async || {
+            graph.request_count() > counts_before + 20
+        })
+        .await;
+        assert_eq!(
+            open_runs(&pool, "fenced").await,
+            1,
+            "only one run row is open"
+        );
+    }
+    let done = wait_until_idle(&pool, "fenced", Duration::from_secs(60)).await;
+    assert_eq!(done.status().unwrap(), JobStatus::Completed);
+    assert_eq!(
+        graph.max_in_flight(),
+        1,
+        "the graph never saw two runners of one key at once"
+    );
+    assert_eq!(open_runs(&pool, "fenced").await, 0);
+    let runs = store::recent_runs(&pool, "fenced", 10).await.unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|run| run.ended_at.is_some()
+        && run.processed >= 0
+        && run.failed >= 0
+        && run.skipped >= 0));
+    let written = graph.written_counts();
+    let lost: Vec<i64> = eligible_ids(&pool)
+        .await
+        .into_iter()
+        .filter(|id| !written.contains_key(id))
+        .collect();
+    assert!(lost.is_empty(), "no user lost: {lost:?}");
+    let job = done.to_job(900_000);
+    assert_eq!(job.scanned, 600, "each user counted once");
+}
+
+#[sqlx::test]
+async fn database_trouble_pauses_interrupted_and_the_watchdog_finishes_the_job(pool: PgPool) {
+    seed(&pool, 4_000).await;
+    let graph = GraphServer::start().await;
+    let vars = env(
+        &graph,
+        &[
+            ("IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS", "300"),
+            ("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "3000"),
+        ],
+    );
+    let (engine, _shutdown) = engine(&pool, &as_refs(&vars));
+    engine.start_watchdog();
+    engine
+        .start(
+            &request(json!({"job_key": "weathered", "batch_size": 50, "sleep_ms": 5})),
+            "ops@example.com",
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(10), async || {
+        store::get_job(&pool, "weathered")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor
+            > 0
+    })
+    .await;
+
+    // For two seconds, terminate every connection the app holds, again and again.
+    let mut killer = pool.acquire().await.unwrap();
+    let mut statuses = HashSet::new();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut *killer)
+        .await
+        .unwrap();
+        if let Some(status) = sqlx::query_scalar::<_, String>(
+            "SELECT status FROM identity_graph_backfill_jobs WHERE job_key = 'weathered'",
+        )
+        .fetch_optional(&mut *killer)
+        .await
+        .unwrap()
+        {
+            statuses.insert(status);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    drop(killer);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let row = store::get_job(&pool, "weathered").await.unwrap().unwrap();
+        statuses.insert(row.status.clone());
+        if row.status == "completed" {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {}", row.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!statuses.contains("failed"), "never failed: {statuses:?}");
+    let runs = store::recent_runs(&pool, "weathered", 50).await.unwrap();
+    assert!(
+        runs.iter()
+            .any(|run| run.outcome.as_deref() == Some("paused (interrupted)")),
+        "went through paused (interrupted): {:?}",
+        runs.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()
+    );
+    assert!(runs.iter().any(|run| run.trigger == "watchdog"));
+    let written = graph.written_counts();
+    let lost: Vec<i64> = eligible_ids(&pool)
+        .await
+        .into_iter()
+        .filter(|id| !written.contains_key(id))
+        .collect();
+    assert!(lost.is_empty(), "no user lost: {lost:?}");
+    assert_eq!(done.processed + done.failed + done.skipped, 4_000);
+}
+
+#[sqlx::test]
+async fn a_backlog_of_failing_users_never_starves_the_scan(pool: PgPool) {
+    seed(&pool, 3_000).await;
+    let graph = GraphServer::start().await;
+    graph.behave(|id, _| {
+        if id <= 2_000 {
+            Reply::Status(422)
+        } else {
+            Reply::Ok
+        }
+    });
+    let vars = env(&graph, &[("IDENTITY_GRAPH_TIMEOUT_MS", "150")]);
+    let (engine, _shutdown) = engine(&pool, &as_refs(&vars));
+    engine
+        .start(
+            &request(json!({"job_key": "backlog", "batch_size": 500, "sleep_ms": 0, "concurrency": 32, "max_consecutive_failures": 10000})),
+            "ops@example.com",
+        )
+        .await
+        .unwrap();
+    let first = wait_until_idle(&pool, "backlog", Duration::from_secs(60)).await;
+    assert_eq!(first.status().unwrap(), JobStatus::Completed);
+    let backlog = store::unresolved_failure_count(&pool, "backlog")
+        .await
+        .unwrap();
+    assert!(backlog > 1_500, "{backlog} old failures");
+
+    // Old failures now time out; new users keep arriving after the cursor.
+    graph.behave(|id, _| if id <= 2_000 { Reply::Hang } else { Reply::Ok });
+    seed(&pool, 2_000).await;
+    let mut cursor = first.cursor;
+    for run in 0..4 {
+        engine
+            .start(
+                &request(json!({"job_key": "backlog", "batch_size": 100, "sleep_ms": 0, "concurrency": 8, "max_runtime_ms": 1000, "max_consecutive_failures": 10000})),
+                "ops@example.com",
+            )
+            .await
+            .unwrap();
+        let row = wait_until_idle(&pool, "backlog", Duration::from_secs(30)).await;
+        assert_eq!(
+            row.pause_reason.as_deref(),
+            Some("max-runtime"),
+            "run {run}"
+        );
+        assert!(
+            row.cursor > cursor,
+            "run {run}: the cursor moved past {cursor}"
+        );
+        assert!(row.retry_position.is_some(), "the pass is saved mid-way");
+        cursor = row.cursor;
+    }
+    let retried_twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = 'backlog' AND attempts > 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        retried_twice, 0,
+        "no old failure was retried twice in one pass"
+    );
+    let retried: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = 'backlog' AND attempts = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(retried >= 4 * 8, "every run retried its share: {retried}");
+}
+
+#[sqlx::test]
+async fn a_stop_is_prompt_even_when_the_graph_hangs(pool: PgPool) {
+    seed(&pool, 500).await;
+    let graph = GraphServer::start().await;
+    graph.behave(|_, _| Reply::Hang);
+    let vars = env(&graph, &[("IDENTITY_GRAPH_TIMEOUT_MS", "60000")]);
+    let (engine, _shutdown) = engine(&pool, &as_refs(&vars));
+    engine
+        .start(
+            &request(json!({"job_key": "hanging", "concurrency": 4})),
+            "ops@example.com",
+        )
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(10), async || graph.request_count() >= 4).await;
+    let asked = std::time::Instant::now();
+    engine.stop("hanging", "ops@example.com").await.unwrap();
+    let row = wait_until_idle(&pool, "hanging", Duration::from_secs(2)).await;
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert_eq!(row.status().unwrap(), JobStatus::Stopped);
+    assert_eq!(row.cursor, 0, "no user was handled, so the cursor stays");
+    assert_eq!(row.processed + row.failed + row.skipped, 0);
+}
+
+#[sqlx::test]
+async fn a_redirecting_graph_fails_the_user_with_a_clear_message(pool: PgPool) {
+    seed(&pool, 30).await;
+    let graph = GraphServer::start().await;
+    graph.behave(|_, _| Reply::Redirect);
+    let vars = env(&graph, &[]);
+    let (engine, _shutdown) = engine(&pool, &as_refs(&vars));
+    engine
+        .start(
+            &request(
+                json!({"job_key": "redirected", "sleep_ms": 0, "max_consecutive_failures": 10000}),
+            ),
+            "ops@example.com",
+        )
+        .await
+        .unwrap();
+    let row = wait_until_idle(&pool, "redirected", Duration::from_secs(30)).await;
+    assert_eq!(row.processed, 0);
+    let failures = store::recent_failures(&pool, "redirected", 100)
+        .await
+        .unwrap();
+    assert_eq!(failures.len() as i64, row.failed);
+    assert!(
+        failures[0].error.contains("HTTP 302"),
+        "{}",
+        failures[0].error
+    );
+    assert!(failures[0].error.contains("redirects are not followed"));
+    let eligible = eligible_ids(&pool).await;
+    assert!(
+        eligible.iter().all(|id| graph.requests_for(*id).len() == 1),
+        "a redirect is not retried and never followed"
+    );
+}
+
+/// The database URL of a test pool, for a server process of its own.
+fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary serving on its own port: a replica as production runs it.
+async fn spawn_replica(pool: &PgPool, graph: &GraphServer, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_identity-graph-backfill"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url(pool))
+        .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+        .env("IDENTITY_GRAPH_SINK", "http")
+        .env("IDENTITY_GRAPH_URL", &graph.url)
+        .env("IDENTITY_GRAPH_TIMEOUT_MS", "60000")
+        .env("IDENTITY_GRAPH_BACKFILL_ADMINS", ALLOWED.0)
+        .env("IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS", "3600000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    wait_for(Duration::from_secs(20), async || {
+        reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    child
+}
+
+#[sqlx::test]
+async fn sigterm_with_a_hanging_graph_exits_fast_and_a_restart_resumes_at_once(pool: PgPool) {
+    seed(&pool, 500).await;
+    add_admins(&pool).await;
+    let graph = GraphServer::start().await;
+    graph.behave(|_, _| Reply::Hang);
+    let port = free_port();
+    let mut replica = spawn_replica(&pool, &graph, port).await;
+
+    let api =
+        |endpoint: &str| format!("http://127.0.0.1:{port}/api/identity-graph-backfill/{endpoint}");
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let login = client
+        .post(api("login"))
+        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().is_success());
+    let started = client
+        .post(api("start"))
+        .json(&json!({"job_key": "hung", "concurrency": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.status().is_success());
+    wait_for(Duration::from_secs(10), async || graph.request_count() >= 4).await;
+
+    let asked = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &replica.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || replica.wait().unwrap())
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(exit.success(), "{exit:?}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    let row = store::get_job(&pool, "hung").await.unwrap().unwrap();
+    assert_eq!(row.status().unwrap(), JobStatus::Paused);
+    assert_eq!(row.pause_reason.as_deref(), Some("interrupted"));
+    assert_eq!(
+        row.cursor, 0,
+        "nothing was handled, so nothing was checkpointed"
+    );
+
+    // A replica that starts resumes it within a second, without waiting for
+    // its watchdog interval (an hour here).
+    graph.behave(|_, _| Reply::Ok);
+    let mut replica = spawn_replica(&pool, &graph, free_port()).await;
+    let restarted = std::time::Instant::now();
+    wait_for(Duration::from_secs(5), async || {
+        let row = store::get_job(&pool, "hung").await.unwrap().unwrap();
+        row.status().is_some_and(|s| s != JobStatus::Paused)
+    })
+    .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(1),
+        "resumed after {:?}",
+        restarted.elapsed()
+    );
+    let done = wait_until_idle(&pool, "hung", Duration::from_secs(60)).await;
+    assert_eq!(done.status().unwrap(), JobStatus::Completed);
+    replica.kill().unwrap();
+    let _ = replica.wait();
 }

@@ -23,6 +23,9 @@ pub enum JobStatus {
     Failed,
     /// Hidden from the list; kept for history.
     Archived,
+    /// Never stored: the API's word for a row this version cannot read (its
+    /// options are not an object, or a field has the wrong type).
+    Unreadable,
 }
 
 impl JobStatus {
@@ -34,6 +37,8 @@ impl JobStatus {
         JobStatus::Completed,
         JobStatus::Failed,
     ];
+    /// A runner owns the job (on some replica).
+    pub const ACTIVE: [JobStatus; 2] = [JobStatus::Running, JobStatus::Stopping];
     /// The statuses a start (or a watchdog resume) may leave.
     pub const STARTABLE: [JobStatus; 4] = [
         JobStatus::Stopped,
@@ -51,9 +56,12 @@ impl JobStatus {
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
             JobStatus::Archived => "archived",
+            JobStatus::Unreadable => "unreadable",
         }
     }
 
+    /// A status as stored. `None` for a value this version does not know,
+    /// which the list hides like `archived`.
     pub fn parse(raw: &str) -> Option<Self> {
         [JobStatus::Archived]
             .into_iter()
@@ -61,9 +69,8 @@ impl JobStatus {
             .find(|status| status.as_str() == raw)
     }
 
-    /// A runner owns the job (on some replica).
     pub fn is_active(self) -> bool {
-        matches!(self, JobStatus::Running | JobStatus::Stopping)
+        Self::ACTIVE.contains(&self)
     }
 
     pub fn can_stop(self) -> bool {
@@ -146,25 +153,17 @@ pub enum SkipReason {
 pub struct JobKey(String);
 
 impl JobKey {
-    /// A blank key becomes the default key, or its `:dry-run` twin for a dry
-    /// run, so a rehearsal never moves the real job's cursor.
+    /// A blank key becomes the default key. A dry run is always recorded
+    /// under `<key>:dry-run`, so a rehearsal never moves a real job's cursor;
+    /// a real run on such a key is refused for the same reason.
     pub fn parse(raw: Option<&str>, dry_run: bool) -> Result<Self, AppError> {
         let trimmed = raw.map(str::trim).unwrap_or("");
-        if trimmed.is_empty() {
-            let key = if dry_run {
-                format!("{DEFAULT_JOB_KEY}{DRY_RUN_SUFFIX}")
-            } else {
-                DEFAULT_JOB_KEY.to_string()
-            };
-            return Ok(Self(key));
-        }
-        if trimmed.chars().count() > MAX_JOB_KEY_LEN {
-            return Err(AppError::validation(
-                "job_key",
-                format!("a job key has at most {MAX_JOB_KEY_LEN} characters"),
-            ));
-        }
-        if let Some(bad) = trimmed.chars().find(|c| {
+        let base = if trimmed.is_empty() {
+            DEFAULT_JOB_KEY
+        } else {
+            trimmed
+        };
+        if let Some(bad) = base.chars().find(|c| {
             !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-'))
         }) {
             return Err(AppError::validation(
@@ -172,7 +171,50 @@ impl JobKey {
                 format!("{bad:?} is not allowed; use lowercase letters, digits and . _ : -"),
             ));
         }
-        Ok(Self(trimmed.to_string()))
+        let is_rehearsal_key = base.ends_with(DRY_RUN_SUFFIX);
+        if !dry_run && is_rehearsal_key {
+            return Err(AppError::validation(
+                "job_key",
+                format!(
+                    "{base} holds a dry run; a real run needs a key that does not end in {DRY_RUN_SUFFIX}"
+                ),
+            ));
+        }
+        let key = if dry_run && !is_rehearsal_key {
+            format!("{base}{DRY_RUN_SUFFIX}")
+        } else {
+            base.to_string()
+        };
+        if key.chars().count() > MAX_JOB_KEY_LEN {
+            let limit = if dry_run && !is_rehearsal_key {
+                format!(
+                    "{} characters for a dry run (it is recorded under <key>{DRY_RUN_SUFFIX})",
+                    MAX_JOB_KEY_LEN - DRY_RUN_SUFFIX.len()
+                )
+            } else {
+                format!("{MAX_JOB_KEY_LEN} characters")
+            };
+            return Err(AppError::validation(
+                "job_key",
+                format!("a job key has at most {limit}"),
+            ));
+        }
+        Ok(Self(key))
+    }
+
+    /// A key that names an existing job, as `stop` and `job` take it: the
+    /// same characters, and no dry-run rewriting.
+    pub fn parse_existing(raw: &str) -> Result<Self, AppError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(AppError::validation("job_key", "name the job"));
+        }
+        let dry_run = trimmed.ends_with(DRY_RUN_SUFFIX);
+        Self::parse(Some(trimmed), dry_run)
+    }
+
+    pub fn is_dry_run_key(&self) -> bool {
+        self.0.ends_with(DRY_RUN_SUFFIX)
     }
 
     pub fn as_str(&self) -> &str {
@@ -244,6 +286,92 @@ pub struct StartOptions {
     pub reset_cursor: bool,
     pub dry_run: bool,
     pub auto_resume: bool,
+}
+
+impl StartOptions {
+    /// Reads options as any release stored them. A missing field takes its
+    /// documented default and an unknown one is ignored, so a row written
+    /// before or after this release still reads; a field of the wrong type
+    /// makes the row unreadable, with the reason. The key and the dry-run
+    /// flag come from the row's own columns.
+    pub fn from_stored(
+        stored: &serde_json::Value,
+        job_key: &str,
+        dry_run: bool,
+        max_runtime_default: u64,
+    ) -> Result<Self, String> {
+        let serde_json::Value::Object(fields) = stored else {
+            return Err(format!(
+                "its stored options are {}, not an object",
+                json_kind(stored)
+            ));
+        };
+        let present = |field: &str| fields.get(field).filter(|value| !value.is_null());
+        let number = |field: &str, bounds: Bounds, default: i64| -> Result<i64, String> {
+            match present(field) {
+                None => Ok(default),
+                Some(value) => whole_number(field, value)
+                    .map(|value| bounds.clamp(value))
+                    .map_err(|_| stored_type_error(field, "a whole number", value)),
+            }
+        };
+        let flag = |field: &str, default: bool| -> Result<bool, String> {
+            match present(field) {
+                None => Ok(default),
+                Some(value) => value
+                    .as_bool()
+                    .ok_or_else(|| stored_type_error(field, "true or false", value)),
+            }
+        };
+        let mode = match present("mode") {
+            None => Mode::default(),
+            Some(value) => value
+                .as_str()
+                .and_then(Mode::parse)
+                .ok_or_else(|| stored_type_error("mode", "\"full\" or \"failed-only\"", value))?,
+        };
+        Ok(StartOptions {
+            job_key: JobKey(job_key.to_string()),
+            batch_size: number("batch_size", BATCH_SIZE, BATCH_SIZE.default)? as u32,
+            sleep_ms: number("sleep_ms", SLEEP_MS, SLEEP_MS.default)? as u32,
+            max_runtime_ms: number(
+                "max_runtime_ms",
+                MAX_RUNTIME_MS,
+                MAX_RUNTIME_MS.clamp(max_runtime_default as i64),
+            )? as u64,
+            max_consecutive_failures: number(
+                "max_consecutive_failures",
+                MAX_CONSECUTIVE_FAILURES,
+                MAX_CONSECUTIVE_FAILURES.default,
+            )? as u32,
+            concurrency: number("concurrency", CONCURRENCY, CONCURRENCY.default)? as u32,
+            mode,
+            retry_failed_before_cursor: flag("retry_failed_before_cursor", true)?,
+            reset_cursor: flag("reset_cursor", false)?,
+            dry_run,
+            auto_resume: flag("auto_resume", true)?,
+        })
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn stored_type_error(field: &str, expected: &str, value: &serde_json::Value) -> String {
+    let mut shown = value.to_string();
+    if shown.len() > 40 {
+        shown.truncate(40);
+        shown.push('…');
+    }
+    format!("its stored option {field} is {shown}, not {expected}")
 }
 
 /// A field whose effective value differs from what was sent.
@@ -476,6 +604,11 @@ pub struct Job {
     pub throughput_per_sec: Option<f64>,
     /// Estimated seconds to the end of the source table, while active.
     pub eta_secs: Option<i64>,
+    /// The highest source user id when the current run started: the
+    /// progress bar's 100%. `None` before a run records it.
+    pub source_max_id: Option<i64>,
+    /// Why the row could not be read, when `status` is `unreadable`.
+    pub unreadable_reason: Option<String>,
 }
 
 pub fn progress_label(scanned: i64, cursor: i64) -> String {
@@ -557,9 +690,33 @@ pub struct RunRecord {
     pub owner: String,
 }
 
+/// Proof of coverage: whether every user up to the cursor is accounted for.
+/// Computed while the job is idle, when its counters and cursor hold still.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Source users with an id at or below the cursor.
+    pub users_up_to_cursor: i64,
+    /// Of those, the users a real run must write (not deleted, with an identifier).
+    pub eligible_up_to_cursor: i64,
+    /// Users written to the Identity Graph (the `processed` counter).
+    pub written: i64,
+    /// Unresolved per-user failures at or below the cursor.
+    pub unresolved_failures: i64,
+    /// Eligible users neither written nor recorded as failed, by the counters
+    /// (for a dry run: users up to the cursor that were not rehearsed).
+    pub unaccounted: i64,
+    /// `processed + failed + skipped` equals `users_up_to_cursor`.
+    pub counters_match: bool,
+    /// With the built-in graph: eligible users up to the cursor that the graph
+    /// does not hold and that have no unresolved failure.
+    pub missing_from_graph: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDetail {
     pub job: Job,
+    /// `None` while a run is active, or for an unreadable row.
+    pub coverage: Option<Coverage>,
     pub recent_failures: Vec<FailureRecord>,
     pub unresolved_failures: i64,
     pub runs: Vec<RunRecord>,

@@ -5,23 +5,26 @@
 //! in its own process.
 
 use super::domain::*;
-use super::runner::{RunSignals, Runner};
+use super::runner::{Lease, Position, RunSignals, Runner};
 use super::sinks::{self, IdentityGraph};
-use super::store::{self, JobRow};
+use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
-use crate::server::{internal_error, Config};
+use crate::server::{config::SinkConfig, internal_error, Config};
 use sqlx::PgPool;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 struct LiveRun {
     run_id: i64,
     signals: RunSignals,
+    /// Cancelled when the run's task has finished.
+    done: CancellationToken,
     task: tokio::task::AbortHandle,
 }
 
@@ -33,6 +36,9 @@ struct Inner {
     live: Mutex<HashMap<String, LiveRun>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Wakes the watchdog before its interval, e.g. after a run paused on
+    /// transient database trouble.
+    watchdog_wake: Notify,
 }
 
 #[derive(Clone)]
@@ -50,6 +56,12 @@ fn replica_id() -> String {
     )
 }
 
+/// How long a live run may wait for users in flight, a checkpoint and its
+/// final write when a newer run of the same key replaces it on this replica.
+const REPLACED_RUN_LIMIT: Duration = Duration::from_secs(5);
+/// The pause before the watchdog retries a run that database trouble interrupted.
+const RESUME_AFTER_TROUBLE: Duration = Duration::from_secs(1);
+
 impl Engine {
     pub fn new(pool: PgPool, config: Arc<Config>, shutdown: CancellationToken) -> Self {
         let sink = sinks::from_config(&config.sink, &pool);
@@ -62,12 +74,28 @@ impl Engine {
                 live: Mutex::new(HashMap::new()),
                 shutdown,
                 tasks: TaskTracker::new(),
+                watchdog_wake: Notify::new(),
             }),
         }
     }
 
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
+    }
+
+    /// A lease token that names one run: this replica, and a random part, so
+    /// a later run of the same key on the same replica is a different owner.
+    fn new_lease_token(&self) -> String {
+        use rand::Rng;
+        format!(
+            "{}/run-{:08x}",
+            self.inner.replica_id,
+            rand::thread_rng().gen::<u32>()
+        )
+    }
+
+    fn runtime_default(&self) -> u64 {
+        self.inner.config.ui_runtime_cap_ms
     }
 
     /// Runs active in this process (the "Active Runs" card).
@@ -89,15 +117,19 @@ impl Engine {
         request: &StartRequest,
         actor: &str,
     ) -> Result<StartResponse, AppError> {
-        let (options, adjustments) = request.resolve(self.inner.config.ui_runtime_cap_ms)?;
-        if !options.dry_run && self.inner.sink.is_none() {
-            return Err(AppError::identity_graph_not_configured());
-        }
+        let (options, adjustments) = request.resolve(self.runtime_default())?;
         let pool = &self.inner.pool;
         let key = options.job_key.as_str().to_string();
         let db = |e: sqlx::Error| internal_error("starting a run", e);
+        if let Some(existing) = store::get_job(pool, &key).await.map_err(db)? {
+            self.check_startable(&existing, &options)?;
+        }
+        if !options.dry_run && self.inner.sink.is_none() {
+            return Err(AppError::identity_graph_not_configured());
+        }
+        let token = self.new_lease_token();
         let mut tx = pool.begin().await.map_err(db)?;
-        let claimed = store::claim_for_start(&mut tx, &options, &self.inner.replica_id, actor)
+        let claimed = store::claim_for_start(&mut tx, &options, &token, actor)
             .await
             .map_err(db)?;
         let Some(row) = claimed else {
@@ -106,37 +138,83 @@ impl Engine {
                 .await
                 .map_err(db)?
                 .ok_or_else(|| internal_error("starting a run", "claim refused but no row"))?;
-            return match row.status() {
-                Some(status) if status.is_active() => Ok(StartResponse {
+            if row.status().is_some_and(JobStatus::is_active) {
+                return Ok(StartResponse {
                     started: false,
                     running: true,
-                    job: row.to_job(None),
+                    job: row.to_job(self.runtime_default()),
                     adjustments,
-                }),
-                _ => Err(AppError::validation(
-                    "job_key",
-                    format!("job {key} is {}; it can no longer be started", row.status),
-                )),
-            };
+                });
+            }
+            // The row changed between the check and the claim: say why now.
+            self.check_startable(&row, &options)?;
+            return Err(AppError::validation(
+                "job_key",
+                format!("job {key} changed while starting; try again"),
+            ));
         };
-        let run_id = store::insert_run(
-            &mut tx,
-            &key,
-            "operator",
-            Some(actor),
-            &self.inner.replica_id,
-        )
-        .await
-        .map_err(db)?;
+        let run_id = store::insert_run(&mut tx, &key, "operator", Some(actor), &token)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         tracing::info!(job_key = %key, %actor, dry_run = options.dry_run, "run started");
-        self.spawn(&row, run_id);
+        self.spawn(&row, options, run_id, token);
         Ok(StartResponse {
             started: true,
             running: true,
-            job: row.to_job(None),
+            job: row.to_job(self.runtime_default()),
             adjustments,
         })
+    }
+
+    /// Refuses a start that would touch a retired row, switch a job between
+    /// dry and real, or run on options nobody can read.
+    fn check_startable(&self, existing: &JobRow, options: &StartOptions) -> Result<(), AppError> {
+        let key = &existing.job_key;
+        let status = match existing.status() {
+            None | Some(JobStatus::Archived) => {
+                return Err(AppError::validation(
+                    "job_key",
+                    format!(
+                        "job {key} is retired (status {}); start a run under a new key",
+                        existing.status
+                    ),
+                ))
+            }
+            Some(status) => status,
+        };
+        if status.is_active() {
+            return Ok(());
+        }
+        if existing.dry_run != options.dry_run {
+            return Err(AppError::validation(
+                "job_key",
+                format!(
+                    "job {key} holds a {}; use a key of its own for a {}",
+                    if existing.dry_run {
+                        "dry run"
+                    } else {
+                        "real run"
+                    },
+                    if options.dry_run {
+                        "dry run"
+                    } else {
+                        "real run"
+                    },
+                ),
+            ));
+        }
+        if let Err(reason) = existing.effective_options(self.runtime_default()) {
+            if !options.reset_cursor {
+                return Err(AppError::validation(
+                    "job_key",
+                    format!(
+                        "job {key} cannot be read: {reason}. Start it with reset_cursor to rewrite its options and scan from the beginning"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The watchdog's resume of a paused job, with its saved options.
@@ -145,27 +223,55 @@ impl Engine {
         if self.inner.sink.is_none() {
             return Ok(false);
         }
+        self.retire_local_run(job_key).await;
+        let token = self.new_lease_token();
         let mut tx = self.inner.pool.begin().await?;
-        let Some(row) = store::claim_for_resume(&mut tx, job_key, &self.inner.replica_id).await?
-        else {
+        let Some(row) = store::claim_for_resume(&mut tx, job_key, &token).await? else {
             tx.rollback().await?;
             return Ok(false);
         };
-        let run_id =
-            store::insert_run(&mut tx, job_key, "watchdog", None, &self.inner.replica_id).await?;
+        let options = match row.effective_options(self.runtime_default()) {
+            Ok(options) => options,
+            Err(reason) => {
+                tracing::warn!(%job_key, "not resuming a job whose row cannot be read: {reason}");
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        };
+        let run_id = store::insert_run(&mut tx, job_key, "watchdog", None, &token).await?;
         tx.commit().await?;
         tracing::info!(%job_key, "watchdog resumed the run");
-        self.spawn(&row, run_id);
+        self.spawn(&row, options, run_id, token);
         Ok(true)
+    }
+
+    /// A run of this key still alive in this process can no longer hold the
+    /// lease (the watchdog just took it away): make it drop its users in
+    /// flight and exit before a new run starts, so the Identity Graph never
+    /// sees two runners of one key.
+    async fn retire_local_run(&self, job_key: &str) {
+        let done = {
+            let live = self.inner.live.lock().expect("live map lock");
+            live.get(job_key).map(|run| {
+                run.signals.lease_lost.cancel();
+                (run.done.clone(), run.task.clone())
+            })
+        };
+        if let Some((done, task)) = done {
+            if tokio::time::timeout(REPLACED_RUN_LIMIT, done.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(%job_key, "a replaced run did not exit in time; aborting it");
+                task.abort();
+            }
+        }
     }
 
     /// A cooperative stop. A run on this replica sees it within one user; a
     /// run elsewhere sees it at its next heartbeat poll (about a second).
     pub async fn stop(&self, job_key: &str, actor: &str) -> Result<StopResponse, AppError> {
-        if job_key.trim().is_empty() {
-            return Err(AppError::validation("job_key", "name the job to stop"));
-        }
-        let key = JobKey::parse(Some(job_key), false)?;
+        let key = JobKey::parse_existing(job_key)?;
         let db = |e: sqlx::Error| internal_error("stopping a run", e);
         let pool = &self.inner.pool;
         let row = match store::request_stop(pool, key.as_str(), actor)
@@ -192,21 +298,13 @@ impl Engine {
             live.signals.stop.cancel();
         }
         Ok(StopResponse {
-            job: row.to_job(None),
+            job: row.to_job(self.runtime_default()),
         })
     }
 
     pub async fn list(&self) -> Result<ListResponse, AppError> {
         let db = |e: sqlx::Error| internal_error("listing jobs", e);
         let rows = store::list_jobs(&self.inner.pool).await.map_err(db)?;
-        let max_user_id = if rows
-            .iter()
-            .any(|r| r.status().is_some_and(JobStatus::is_active))
-        {
-            store::max_user_id(&self.inner.pool).await.map_err(db)?
-        } else {
-            None
-        };
         Ok(ListResponse {
             summary: Summary {
                 jobs: rows.len() as i64,
@@ -214,12 +312,15 @@ impl Engine {
                 default_batch_size: BATCH_SIZE.default as u32,
                 ui_runtime_cap_ms: self.inner.config.ui_runtime_cap_ms,
             },
-            jobs: rows.iter().map(|row| row.to_job(max_user_id)).collect(),
+            jobs: rows
+                .iter()
+                .map(|row| row.to_job(self.runtime_default()))
+                .collect(),
         })
     }
 
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
-        let key = JobKey::parse(Some(job_key), false)?;
+        let key = JobKey::parse_existing(job_key)?;
         let db = |e: sqlx::Error| internal_error("reading a job", e);
         let pool = &self.inner.pool;
         let row = store::get_job(pool, key.as_str())
@@ -227,9 +328,16 @@ impl Engine {
             .map_err(db)?
             .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
             .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
-        let max_user_id = store::max_user_id(pool).await.map_err(db)?;
+        let job = row.to_job(self.runtime_default());
+        let coverage = if job.status.is_active() || job.status == JobStatus::Unreadable {
+            None
+        } else {
+            let built_in = matches!(self.inner.config.sink, SinkConfig::Postgres);
+            Some(store::coverage(pool, &row, built_in).await.map_err(db)?)
+        };
         Ok(JobDetail {
-            job: row.to_job(max_user_id),
+            job,
+            coverage,
             recent_failures: store::recent_failures(pool, key.as_str(), 50)
                 .await
                 .map_err(db)?,
@@ -242,38 +350,63 @@ impl Engine {
         })
     }
 
-    fn spawn(&self, row: &JobRow, run_id: i64) {
+    fn spawn(&self, row: &JobRow, options: StartOptions, run_id: i64, token: String) {
         let key = row.job_key.clone();
         let signals = RunSignals {
             stop: CancellationToken::new(),
             shutdown: self.inner.shutdown.child_token(),
             lease_lost: CancellationToken::new(),
         };
+        let lease = Lease {
+            job_key: key.clone(),
+            token,
+            run_id,
+        };
+        let position = Position {
+            cursor: row.cursor,
+            retry_pass: row.retry_position.map(|position| store::RetryPass {
+                position,
+                until: row.retry_until.unwrap_or(row.cursor),
+            }),
+        };
         let runner = Runner::new(
             self.inner.pool.clone(),
             self.inner.sink.clone(),
-            row.options.0.clone(),
-            self.inner.replica_id.clone(),
-            run_id,
-            row.cursor,
+            options,
+            lease.clone(),
+            position,
             signals.clone(),
-        );
-        let heartbeat = self.heartbeat(key.clone(), signals.clone());
+        )
+        .with_finish_patience(self.inner.config.lease_ttl / 2);
+        let heartbeat = self.heartbeat(lease, signals.clone());
         let engine = self.clone();
         let span = tracing::info_span!("job", job_key = %key, run_id);
         let task_key = key.clone();
+        let done = CancellationToken::new();
+        let done_on_exit = done.clone();
         // Holding the lock across spawn + insert means the task's own removal
         // (which takes the lock) cannot run before the entry exists.
         let mut live = self.inner.live.lock().expect("live map lock");
         let handle = self.inner.tasks.spawn(
             async move {
-                tokio::select! {
-                    _ = runner.run() => {}
-                    _ = heartbeat => {}
+                let done_guard = done_on_exit.drop_guard();
+                let end = tokio::select! {
+                    end = runner.run() => end,
+                    _ = heartbeat => None,
+                };
+                {
+                    let mut live = engine.inner.live.lock().expect("live map lock");
+                    if live.get(&task_key).is_some_and(|run| run.run_id == run_id) {
+                        live.remove(&task_key);
+                    }
                 }
-                let mut live = engine.inner.live.lock().expect("live map lock");
-                if live.get(&task_key).is_some_and(|run| run.run_id == run_id) {
-                    live.remove(&task_key);
+                drop(done_guard);
+                if let Some(RunEnd::Paused {
+                    reason: PauseReason::Interrupted,
+                    error: Some(_),
+                }) = end
+                {
+                    engine.wake_watchdog_after(RESUME_AFTER_TROUBLE).await;
                 }
             }
             .instrument(span),
@@ -283,29 +416,45 @@ impl Engine {
             LiveRun {
                 run_id,
                 signals,
+                done,
                 task: handle.abort_handle(),
             },
         );
     }
 
+    async fn wake_watchdog_after(&self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => self.inner.watchdog_wake.notify_one(),
+            _ = self.inner.shutdown.cancelled() => {}
+        }
+    }
+
+    /// How often a run's heartbeat polls its row (for a stop from another
+    /// replica, or a lost lease), and how often it renews the lease.
+    fn heartbeat_cadence(&self) -> (Duration, Duration) {
+        let renew_every = (self.inner.config.lease_ttl / 6)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        (renew_every.min(Duration::from_secs(1)), renew_every)
+    }
+
     /// Renews the lease and watches the row for a stop from another replica.
+    /// A run that cannot confirm its lease for half the TTL stops itself
+    /// before the lease can expire, so it never writes beside its successor.
     /// Never finishes: the run's end ends it.
     fn heartbeat(
         &self,
-        job_key: String,
+        lease: Lease,
         signals: RunSignals,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pool = self.inner.pool.clone();
-        let owner = self.inner.replica_id.clone();
-        let renew_every = (self.inner.config.lease_ttl / 6)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        let poll_every = renew_every.min(Duration::from_secs(1));
+        let (poll_every, renew_every) = self.heartbeat_cadence();
+        let fence_after = self.inner.config.lease_ttl / 2;
         async move {
             let mut last_renewal = Instant::now();
             loop {
                 tokio::time::sleep(poll_every).await;
                 let renew = last_renewal.elapsed() >= renew_every;
-                match store::heartbeat(&pool, &job_key, &owner, renew).await {
+                match store::heartbeat(&pool, &lease.job_key, &lease.token, renew).await {
                     Ok(Some(stop_requested)) => {
                         if renew {
                             last_renewal = Instant::now();
@@ -315,7 +464,15 @@ impl Engine {
                         }
                     }
                     Ok(None) => signals.lease_lost.cancel(),
-                    Err(error) => tracing::warn!("heartbeat failed: {error}"),
+                    Err(error) => {
+                        tracing::warn!("heartbeat failed: {error}");
+                        if last_renewal.elapsed() >= fence_after {
+                            tracing::warn!(
+                                "lease unconfirmed for half its TTL: the run stops writing"
+                            );
+                            signals.lease_lost.cancel();
+                        }
+                    }
                 }
             }
         }
@@ -327,6 +484,12 @@ impl Engine {
             store::interrupt_expired_leases(&self.inner.pool, self.inner.config.lease_ttl).await?;
         for key in &interrupted {
             tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
+        }
+        if !interrupted.is_empty() {
+            // A run elsewhere that is alive but lapsed sees its lease gone at
+            // its next poll and drops its users in flight; give it that poll.
+            let (poll_every, _) = self.heartbeat_cadence();
+            tokio::time::sleep(poll_every * 2).await;
         }
         let mut resumed = Vec::new();
         for key in store::resumable_job_keys(&self.inner.pool).await? {
@@ -340,6 +503,8 @@ impl Engine {
         Ok(resumed)
     }
 
+    /// Runs the watchdog: a pass at start-up (so a restarted replica resumes
+    /// interrupted jobs at once), then every interval or when woken.
     pub fn start_watchdog(&self) {
         let engine = self.clone();
         let interval = self.inner.config.watchdog_interval;
@@ -352,6 +517,7 @@ impl Engine {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(interval) => {}
+                        _ = engine.inner.watchdog_wake.notified() => {}
                         _ = shutdown.cancelled() => break,
                     }
                 }

@@ -1,26 +1,31 @@
-//! One run of one job: batches after the cursor, bounded concurrency inside
-//! a batch, one checkpoint per batch, and a cooperative halt.
+//! One run of one job: the retry pass over old failures, then batches after
+//! the cursor, bounded concurrency inside a batch, one checkpoint per batch,
+//! and a cooperative halt.
 //!
 //! `Runner::step` runs exactly one batch, so tests can drive a run
 //! deterministically; `Runner::run` is the loop a tokio task executes.
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
 use super::sinks::{IdentityGraph, SourceUser};
-use super::store::{self, Checkpoint, RunEnd};
+use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use futures::StreamExt;
 use sqlx::PgPool;
 use std::sync::{
     atomic::{AtomicU32, Ordering},
     Arc,
 };
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Where a run is in its order of work (DESIGN §4).
+/// How long users in flight may finish after a stop or a shutdown before
+/// they are dropped (a hanging Identity Graph must not hold a stop hostage).
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(250);
+
+/// Where a run is in its order of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Retrying recorded failures at or below the cursor, after this user id.
-    RetryFailures { after_user_id: i64 },
+    /// Retrying recorded failures, continuing the saved pass.
+    RetryFailures(RetryPass),
     /// The keyset scan after the cursor.
     Scan,
 }
@@ -32,7 +37,7 @@ pub enum Step {
     Continue,
     /// The run is over and must be finished with this ending.
     End(RunEnd),
-    /// Another replica took the job over; this run must exit without writing.
+    /// Another run owns the job now; this run must exit without writing.
     LostLease,
 }
 
@@ -46,27 +51,107 @@ pub enum Halt {
 }
 
 /// The signals a run listens to.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct RunSignals {
     /// A stop was requested (locally, or seen on the row by the heartbeat).
     pub stop: CancellationToken,
     /// The process is shutting down.
     pub shutdown: CancellationToken,
-    /// Set by the heartbeat when the row no longer names this replica.
+    /// Set when the row no longer names this run's lease token.
     pub lease_lost: CancellationToken,
+}
+
+impl RunSignals {
+    async fn interrupted(&self) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.shutdown.cancelled() => {}
+            _ = self.lease_lost.cancelled() => {}
+        }
+    }
+}
+
+/// The lease a run holds: its job, its token (which names this run and no
+/// other) and its audit row.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_key: String,
+    pub token: String,
+    pub run_id: i64,
+}
+
+/// Where the job stood when this run claimed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Position {
+    pub cursor: i64,
+    pub retry_pass: Option<RetryPass>,
+}
+
+/// A step that could not finish, with the stage that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage} failed: {source}")]
+pub struct StepError {
+    pub stage: &'static str,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+impl StepError {
+    fn at(stage: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| StepError { stage, source }
+    }
+
+    /// Lost connections, pool time-outs, a restarting Postgres: trouble
+    /// that passes by itself, so the run pauses `interrupted` and resumes.
+    /// Everything else needs an operator and fails the run.
+    pub fn is_transient(&self) -> bool {
+        is_transient(&self.source)
+    }
+}
+
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exceptions; 53: insufficient resources;
+            // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+            // 40001/40P01: serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
 }
 
 pub struct Runner {
     pool: PgPool,
     sink: Option<Arc<dyn IdentityGraph>>,
     options: StartOptions,
-    owner: String,
-    run_id: i64,
+    lease: Lease,
     signals: RunSignals,
     deadline: Instant,
+    /// The retry pass may use the first half of a run, so the scan always
+    /// gets the rest: a backlog of failing users can never starve new users.
+    /// `None` when the pass may use the whole run (failed-only mode, or the
+    /// scan has already reached the end of the source).
+    retry_share_ends: Option<Instant>,
     cursor: i64,
     phase: Phase,
+    /// This run has retried old failures, and has not scanned yet.
+    retried_before_scan: bool,
+    /// The saved pass this run continues, or began; `None` once it is done.
+    pass: Option<RetryPass>,
     streak: Arc<AtomicU32>,
+    /// How long to keep trying to record the run's end while the database is away.
+    finish_patience: Duration,
 }
 
 /// One user's outcome.
@@ -90,37 +175,66 @@ fn classify(user: &SourceUser, dry_run: bool) -> Option<SkipReason> {
 }
 
 impl Runner {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: PgPool,
         sink: Option<Arc<dyn IdentityGraph>>,
         options: StartOptions,
-        owner: String,
-        run_id: i64,
-        cursor: i64,
+        lease: Lease,
+        position: Position,
         signals: RunSignals,
     ) -> Self {
         // A full-mode dry run rehearses the scan only: it writes nothing, so
         // retrying old failures would tell an operator nothing.
-        let retry_first = options.mode == Mode::FailedOnly
-            || (options.retry_failed_before_cursor && !options.dry_run);
-        let phase = if retry_first {
-            Phase::RetryFailures { after_user_id: 0 }
-        } else {
-            Phase::Scan
+        let pass = match options.mode {
+            Mode::FailedOnly => Some(position.retry_pass.unwrap_or(RetryPass {
+                position: 0,
+                until: i64::MAX,
+            })),
+            Mode::Full if options.retry_failed_before_cursor && !options.dry_run => {
+                Some(match position.retry_pass {
+                    Some(saved) => RetryPass {
+                        position: saved.position,
+                        until: saved.until.min(position.cursor),
+                    },
+                    None => RetryPass {
+                        position: 0,
+                        until: position.cursor,
+                    },
+                })
+            }
+            Mode::Full => None,
         };
+        let now = Instant::now();
+        let runtime = Duration::from_millis(options.max_runtime_ms);
         Self {
-            deadline: Instant::now() + std::time::Duration::from_millis(options.max_runtime_ms),
+            deadline: now + runtime,
+            retry_share_ends: (options.mode == Mode::Full).then(|| now + runtime / 2),
             pool,
             sink,
             options,
-            owner,
-            run_id,
+            lease,
             signals,
-            cursor,
-            phase,
+            cursor: position.cursor,
+            phase: pass.map_or(Phase::Scan, Phase::RetryFailures),
+            retried_before_scan: false,
+            pass,
             streak: Arc::new(AtomicU32::new(0)),
+            finish_patience: Duration::from_secs(10),
         }
+    }
+
+    /// How long `run` keeps retrying the write of its final status.
+    pub fn with_finish_patience(mut self, patience: Duration) -> Self {
+        self.finish_patience = patience;
+        self
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn cursor(&self) -> i64 {
+        self.cursor
     }
 
     fn halt(&self) -> Option<Halt> {
@@ -130,19 +244,40 @@ impl Runner {
             Some(Halt::Shutdown)
         } else if self.streak.load(Ordering::SeqCst) >= self.options.max_consecutive_failures {
             Some(Halt::Streak)
-        } else if Instant::now() >= self.deadline {
+        } else if Instant::now() >= self.deadline && !self.owes_a_scan_batch() {
             Some(Halt::Runtime)
         } else {
             None
         }
     }
 
+    /// A run that spent its time on old failures still scans one batch, so
+    /// the cursor moves on every run.
+    fn owes_a_scan_batch(&self) -> bool {
+        self.phase == Phase::Scan && self.retried_before_scan
+    }
+
+    fn may_start_user(&self) -> bool {
+        if self.halt().is_some() {
+            return false;
+        }
+        match self.phase {
+            Phase::RetryFailures(_) => !self.retry_share_used(),
+            Phase::Scan => true,
+        }
+    }
+
+    fn retry_share_used(&self) -> bool {
+        self.retry_share_ends
+            .is_some_and(|ends| Instant::now() >= ends)
+    }
+
     fn end_for(&self, halt: Halt) -> RunEnd {
         match halt {
             Halt::Stop => RunEnd::Stopped,
-            Halt::Shutdown => RunEnd::Paused(PauseReason::Interrupted),
-            Halt::Runtime => RunEnd::Paused(PauseReason::MaxRuntime),
-            Halt::Streak => RunEnd::Paused(PauseReason::ConsecutiveFailures),
+            Halt::Shutdown => RunEnd::paused(PauseReason::Interrupted),
+            Halt::Runtime => RunEnd::paused(PauseReason::MaxRuntime),
+            Halt::Streak => RunEnd::paused(PauseReason::ConsecutiveFailures),
         }
     }
 
@@ -173,8 +308,10 @@ impl Runner {
     }
 
     /// Syncs a batch with bounded concurrency. Users are started in id order
-    /// and none is started once a halt is due, so the handled users are
-    /// always a prefix of the batch.
+    /// and none is started once a halt is due. A stop, a shutdown or a lost
+    /// lease gives the users in flight a short grace and then drops them, so
+    /// only the handled prefix of the batch is returned: the checkpoint can
+    /// never pass a user that was not handled.
     async fn sync_batch<'u>(&self, users: &'u [SourceUser]) -> Vec<(&'u SourceUser, Outcome)> {
         let counts_toward_streak = self.phase == Phase::Scan;
         let limit = self.options.concurrency.max(1) as usize;
@@ -182,19 +319,43 @@ impl Runner {
         let mut handled: Vec<(usize, Outcome)> = Vec::with_capacity(users.len());
         let mut next = 0;
         loop {
-            while in_flight.len() < limit && next < users.len() && self.halt().is_none() {
+            while in_flight.len() < limit && next < users.len() && self.may_start_user() {
                 let index = next;
                 let user = &users[index];
                 in_flight
                     .push(async move { (index, self.sync_one(user, counts_toward_streak).await) });
                 next += 1;
             }
-            match in_flight.next().await {
-                Some(done) => handled.push(done),
-                None => break,
+            if in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                done = in_flight.next() => handled.extend(done),
+                _ = self.signals.interrupted() => {
+                    if !self.signals.lease_lost.is_cancelled() {
+                        let grace = tokio::time::sleep(IN_FLIGHT_GRACE);
+                        tokio::pin!(grace);
+                        loop {
+                            tokio::select! {
+                                done = in_flight.next() => match done {
+                                    Some(done) => handled.push(done),
+                                    None => break,
+                                },
+                                _ = &mut grace => break,
+                            }
+                        }
+                    }
+                    break;
+                }
             }
         }
         handled.sort_by_key(|(index, _)| *index);
+        let prefix = handled
+            .iter()
+            .enumerate()
+            .take_while(|(position, (index, _))| position == index)
+            .count();
+        handled.truncate(prefix);
         handled
             .into_iter()
             .map(|(index, outcome)| (&users[index], outcome))
@@ -202,36 +363,35 @@ impl Runner {
     }
 
     /// Runs one batch: fetch, sync, checkpoint. The "one step" of the loop.
-    pub async fn step(&mut self) -> Result<Step, sqlx::Error> {
+    pub async fn step(&mut self) -> Result<Step, StepError> {
+        if matches!(self.phase, Phase::RetryFailures(_)) && self.retry_share_used() {
+            // This run's share of the retry pass is used up; the pass stays
+            // saved where it is and the scan takes over.
+            self.phase = Phase::Scan;
+        }
         if let Some(halt) = self.halt() {
             return Ok(Step::End(self.end_for(halt)));
         }
+        let key = self.lease.job_key.clone();
         let batch_size = self.options.batch_size;
-        let key = self.options.job_key.as_str().to_string();
         let users = match self.phase {
-            Phase::RetryFailures { after_user_id } => {
-                store::failed_users_after(
-                    &self.pool,
-                    &key,
-                    after_user_id,
-                    Some(self.cursor),
-                    batch_size,
-                )
-                .await?
+            Phase::RetryFailures(pass) => {
+                store::failed_users_after(&self.pool, &key, pass.position, pass.until, batch_size)
+                    .await
+                    .map_err(StepError::at("reading recorded failures"))?
             }
-            Phase::Scan => store::users_after(&self.pool, self.cursor, batch_size).await?,
+            Phase::Scan => store::users_after(&self.pool, self.cursor, batch_size)
+                .await
+                .map_err(StepError::at("reading source users"))?,
         };
         if users.is_empty() {
-            return Ok(match (self.phase, self.options.mode) {
-                (Phase::RetryFailures { .. }, Mode::Full) => {
-                    self.phase = Phase::Scan;
-                    Step::Continue
-                }
-                _ => Step::End(RunEnd::Completed),
-            });
+            return self.phase_exhausted().await;
         }
 
-        let retrying = matches!(self.phase, Phase::RetryFailures { .. });
+        let retrying = matches!(self.phase, Phase::RetryFailures(_));
+        if retrying {
+            self.retried_before_scan = true;
+        }
         let handled = self.sync_batch(&users).await;
         let mut batch = Checkpoint {
             scanned: handled.len() as i64,
@@ -241,14 +401,17 @@ impl Runner {
             match outcome {
                 Outcome::Processed => {
                     batch.processed += 1;
+                    batch.run.processed += 1;
                     batch.resolved.push(user.id);
                 }
                 Outcome::Failed(error) => {
                     batch.failed += 1;
+                    batch.run.failed += 1;
                     batch.last_error = Some(format!("user {}: {error}", user.id));
                     batch.failures.push((user.id, error.clone()));
                 }
                 Outcome::Skipped(reason) => {
+                    batch.run.skipped += 1;
                     let counts: &mut SkipCounts = &mut batch.skipped;
                     match reason {
                         SkipReason::DryRun => counts.dry_run += 1,
@@ -261,28 +424,94 @@ impl Runner {
                 }
             }
         }
-        if retrying && !self.options.dry_run {
-            // A retried user was already counted as failed: move it, do not count it twice.
-            batch.failed -= handled.len() as i64;
-        }
         let last_handled = handled.last().map(|(user, _)| user.id);
-        match (self.phase, last_handled) {
-            (Phase::Scan, Some(id)) => batch.cursor = Some(id),
-            (Phase::RetryFailures { .. }, Some(id)) => {
-                self.phase = Phase::RetryFailures { after_user_id: id }
+        match self.phase {
+            Phase::RetryFailures(pass) => {
+                // A retried user was already counted as failed: move it, do not count it twice.
+                batch.failed -= handled.len() as i64;
+                if let Some(id) = last_handled {
+                    let moved = RetryPass {
+                        position: id,
+                        until: pass.until,
+                    };
+                    self.phase = Phase::RetryFailures(moved);
+                    batch.retry_pass = RetryPassUpdate::At(moved);
+                }
             }
-            _ => {}
+            Phase::Scan => {
+                batch.cursor = last_handled;
+                if last_handled.is_some() {
+                    self.retried_before_scan = false;
+                }
+            }
         }
         batch.consecutive_failures = self.streak.load(Ordering::SeqCst);
 
-        if !store::checkpoint(&self.pool, &key, &self.owner, self.run_id, &batch).await? {
+        if !store::checkpoint(
+            &self.pool,
+            &key,
+            &self.lease.token,
+            self.lease.run_id,
+            &batch,
+        )
+        .await
+        .map_err(StepError::at("writing the checkpoint"))?
+        {
             return Ok(Step::LostLease);
         }
         if let Some(cursor) = batch.cursor {
             self.cursor = cursor;
         }
+        if let Phase::RetryFailures(pass) = self.phase {
+            self.pass = Some(pass);
+        }
         tracing::debug!(job_key = %key, cursor = self.cursor, handled = handled.len(), "checkpoint");
         Ok(Step::Continue)
+    }
+
+    /// Nothing left in the current phase: the retry pass is done (saved as
+    /// such), or the scan reached the end of the source.
+    async fn phase_exhausted(&mut self) -> Result<Step, StepError> {
+        match self.phase {
+            Phase::RetryFailures(_) => {
+                let done = Checkpoint {
+                    retry_pass: RetryPassUpdate::Done,
+                    consecutive_failures: self.streak.load(Ordering::SeqCst),
+                    ..Default::default()
+                };
+                if !store::checkpoint(
+                    &self.pool,
+                    &self.lease.job_key,
+                    &self.lease.token,
+                    self.lease.run_id,
+                    &done,
+                )
+                .await
+                .map_err(StepError::at("writing the checkpoint"))?
+                {
+                    return Ok(Step::LostLease);
+                }
+                self.pass = None;
+                Ok(match self.options.mode {
+                    Mode::FailedOnly => Step::End(RunEnd::Completed),
+                    Mode::Full => {
+                        self.phase = Phase::Scan;
+                        Step::Continue
+                    }
+                })
+            }
+            Phase::Scan => match self.pass {
+                // The scan is done before the pass: finish the pass, with no
+                // time share to keep, then complete.
+                Some(pass) if Instant::now() < self.deadline => {
+                    self.phase = Phase::RetryFailures(pass);
+                    self.retry_share_ends = None;
+                    Ok(Step::Continue)
+                }
+                Some(_) => Ok(Step::End(RunEnd::paused(PauseReason::MaxRuntime))),
+                None => Ok(Step::End(RunEnd::Completed)),
+            },
+        }
     }
 
     /// Pauses between batches, waking early for a stop or a shutdown.
@@ -290,48 +519,81 @@ impl Runner {
         if self.options.sleep_ms == 0 {
             return;
         }
-        let sleep = tokio::time::sleep(std::time::Duration::from_millis(
-            self.options.sleep_ms.into(),
-        ));
+        let sleep = tokio::time::sleep(Duration::from_millis(self.options.sleep_ms.into()));
         let deadline = tokio::time::sleep_until(self.deadline.into());
         tokio::select! {
             _ = sleep => {}
             _ = deadline => {}
-            _ = self.signals.stop.cancelled() => {}
-            _ = self.signals.shutdown.cancelled() => {}
-            _ = self.signals.lease_lost.cancelled() => {}
+            _ = self.signals.interrupted() => {}
         }
     }
 
     /// Runs batches until the run ends, then writes its final status.
-    pub async fn run(mut self) -> Option<super::domain::JobStatus> {
-        let key = self.options.job_key.as_str().to_string();
+    /// Returns how it ended, or `None` when the lease was lost (nothing of
+    /// the end was written but the closing of its own audit row).
+    pub async fn run(mut self) -> Option<RunEnd> {
+        let key = self.lease.job_key.clone();
         let end = loop {
             match self.step().await {
                 Ok(Step::Continue) => self.pace().await,
                 Ok(Step::End(end)) => break end,
-                Ok(Step::LostLease) => {
-                    tracing::warn!(job_key = %key, "lease lost to another replica; this run exits");
-                    return None;
+                Ok(Step::LostLease) => return self.exit_after_lost_lease().await,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(job_key = %key, "run interrupted by database trouble: {error}");
+                    break RunEnd::Paused {
+                        reason: PauseReason::Interrupted,
+                        error: Some(format!(
+                            "{error} (transient database trouble; the watchdog resumes the run)"
+                        )),
+                    };
                 }
                 Err(error) => {
                     tracing::error!(job_key = %key, "run failed: {error}");
-                    break RunEnd::Failed(format!("the source query failed: {error}"));
+                    break RunEnd::Failed(error.to_string());
                 }
             }
         };
-        if self.signals.lease_lost.is_cancelled() {
-            tracing::warn!(job_key = %key, "lease lost to another replica; this run exits");
-            return None;
+        if self.signals.lease_lost.is_cancelled() || !self.finish(&end).await {
+            return self.exit_after_lost_lease().await;
         }
-        match store::finish_run(&self.pool, &key, &self.owner, self.run_id, &end).await {
-            Ok(status) => {
-                tracing::info!(job_key = %key, ?end, ?status, cursor = self.cursor, "run finished");
-                status
-            }
-            Err(error) => {
-                tracing::error!(job_key = %key, "could not record the end of the run: {error}");
-                None
+        Some(end)
+    }
+
+    async fn exit_after_lost_lease(&self) -> Option<RunEnd> {
+        let key = &self.lease.job_key;
+        tracing::warn!(job_key = %key, "lease lost to another run; this run exits without writing");
+        if let Err(error) = store::close_run_after_lost_lease(&self.pool, self.lease.run_id).await {
+            tracing::warn!(job_key = %key, "could not close the run's audit row: {error}");
+        }
+        None
+    }
+
+    /// Writes the run's end, retrying through transient trouble for a while;
+    /// if the database stays away the lease expires and the watchdog takes
+    /// the job over. `false` when the lease turned out to be lost.
+    async fn finish(&self, end: &RunEnd) -> bool {
+        let key = &self.lease.job_key;
+        let give_up = Instant::now() + self.finish_patience;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match store::finish_run(&self.pool, key, &self.lease.token, self.lease.run_id, end)
+                .await
+            {
+                Ok(Some(status)) => {
+                    tracing::info!(job_key = %key, ?end, ?status, cursor = self.cursor, "run finished");
+                    return true;
+                }
+                Ok(None) => return false,
+                Err(error) if is_transient(&error) && Instant::now() + wait < give_up => {
+                    tracing::warn!(job_key = %key, "recording the end of the run failed, retrying: {error}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => {
+                    tracing::error!(job_key = %key, "could not record the end of the run; its lease will expire and the watchdog resumes it: {error}");
+                    // Not lost: the row still names this run until the lease expires.
+                    return true;
+                }
             }
         }
     }

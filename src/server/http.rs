@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
             _,
         >(context, shell))
         .layer(middleware::from_fn_with_state(state.clone(), page_access))
+        .layer(middleware::from_fn_with_state(state.clone(), api_admission))
         .layer(middleware::from_fn(api_request_guard))
         .layer(middleware::from_fn(error_status))
         .layer(middleware::from_fn(request_span))
@@ -263,15 +264,126 @@ async fn error_status(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// Files cargo-leptos puts in the site root. A page path may hold dots too
+/// (`/jobs/backfill.2024`), so the extension decides, not the dot.
+fn is_static_asset(path: &str) -> bool {
+    const EXTENSIONS: [&str; 12] = [
+        "js", "wasm", "css", "map", "ico", "png", "svg", "jpg", "webp", "woff2", "txt", "json",
+    ];
+    path.starts_with("/pkg/")
+        || path
+            .rsplit('/')
+            .next()
+            .and_then(|file| file.rsplit_once('.'))
+            .is_some_and(|(_, extension)| EXTENSIONS.contains(&extension))
+}
+
+/// The largest API request body; nothing the API takes comes near it.
+pub const MAX_API_BODY_BYTES: usize = 64 * 1024;
+
+/// The fields each endpoint takes. `start` checks its own, with its rules.
+fn endpoint_fields(endpoint: &str) -> Option<&'static [&'static str]> {
+    match endpoint {
+        "login" => Some(&["email", "password"]),
+        "logout" | "me" | "list" => Some(&[]),
+        "stop" | "job" => Some(&["job_key"]),
+        _ => None,
+    }
+}
+
+/// Admits an API call in the order a caller can act on: the body fits, the
+/// caller is signed in (and, for job endpoints, allowed), and only then is
+/// the body's shape checked. So an anonymous caller learns nothing about
+/// what a valid body looks like.
+async fn api_admission(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(endpoint) = req
+        .uri()
+        .path()
+        .strip_prefix("/api/identity-graph-backfill/")
+        .map(str::to_string)
+    else {
+        return next.run(req).await;
+    };
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "Request bodies are limited to {} KB.",
+                    MAX_API_BODY_BYTES / 1024
+                ),
+            ),
+        )
+    };
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > MAX_API_BODY_BYTES) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_API_BODY_BYTES).await else {
+        return too_large();
+    };
+    // Signing in needs no session, and signing out must work when it is gone.
+    if endpoint != "login" && endpoint != "logout" {
+        let admin = match crate::access::ssr::session_admin(&state, &parts.headers).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                tracing::error!("session lookup failed: {e}");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    AppError::internal(super::new_request_id()),
+                );
+            }
+        };
+        let Some(admin) = admin else {
+            return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated());
+        };
+        let job_endpoint = endpoint != "me";
+        if job_endpoint
+            && !crate::access::can_access_identity_graph_backfill(
+                &admin.email,
+                &state.config.admins,
+            )
+        {
+            return error_response(StatusCode::FORBIDDEN, AppError::forbidden());
+        }
+    }
+    if let (Some(allowed), Ok(serde_json::Value::Object(fields))) = (
+        endpoint_fields(&endpoint),
+        serde_json::from_slice::<serde_json::Value>(&bytes),
+    ) {
+        if let Some(unknown) = fields
+            .keys()
+            .find(|field| !allowed.contains(&field.as_str()))
+        {
+            let expected = if allowed.is_empty() {
+                "this endpoint takes no fields".to_string()
+            } else {
+                format!("expected {}", allowed.join(", "))
+            };
+            return error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                AppError::validation(unknown.clone(), format!("unknown field; {expected}")),
+            );
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
 /// Pages need a session: a signed-out visit goes to `/login`, and a signed-in
 /// visit to `/login` goes to the console.
 async fn page_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let is_page = req.method() == Method::GET
         && !path.starts_with(API_PREFIX)
-        && !path.starts_with("/pkg/")
         && path != "/healthz"
-        && !path.contains('.');
+        && !is_static_asset(path);
     if !is_page {
         return next.run(req).await;
     }

@@ -26,6 +26,8 @@ pub enum Reply {
     Hang,
     /// Answers 200 after a delay.
     Slow(Duration),
+    /// Answers 302 to another URL.
+    Redirect,
 }
 
 type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
@@ -44,6 +46,26 @@ struct Inner {
     bodies: Mutex<HashMap<i64, serde_json::Value>>,
     authorization: Mutex<Option<String>>,
     behaviour: Mutex<Behaviour>,
+    /// Requests being answered right now, and the most there ever were.
+    in_flight: Mutex<(usize, usize)>,
+}
+
+/// Counts a request as in flight until its handler finishes or is dropped.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>) -> Self {
+        let mut counts = inner.in_flight.lock().unwrap();
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().0 -= 1;
+    }
 }
 
 impl GraphServer {
@@ -54,6 +76,7 @@ impl GraphServer {
             bodies: Mutex::new(HashMap::new()),
             authorization: Mutex::new(None),
             behaviour: Mutex::new(Arc::new(|_, _| Reply::Ok)),
+            in_flight: Mutex::new((0, 0)),
         });
         let app = Router::new()
             .route("/users/{id}", put(handle))
@@ -78,6 +101,11 @@ impl GraphServer {
             .filter(|(id, _)| *id == user_id)
             .map(|(_, at)| *at)
             .collect()
+    }
+
+    /// The most requests the server was ever answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.in_flight.lock().unwrap().1
     }
 
     pub fn request_count(&self) -> usize {
@@ -117,6 +145,7 @@ async fn handle(
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
 ) -> Response {
+    let _in_flight = InFlight::enter(&inner);
     let attempt = {
         let mut requests = inner.requests.lock().unwrap();
         requests.push((id, Instant::now()));
@@ -148,6 +177,12 @@ async fn handle(
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", retry_after_secs.to_string())],
             "slow down",
+        )
+            .into_response(),
+        Reply::Redirect => (
+            StatusCode::FOUND,
+            [("location", "http://elsewhere.invalid/users")],
+            "moved",
         )
             .into_response(),
         Reply::Hang => {

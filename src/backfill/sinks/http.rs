@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How much of an error body is read: enough to quote, never a whole page.
+pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
 
 pub struct HttpGraph {
     client: reqwest::Client,
@@ -22,6 +24,8 @@ impl HttpGraph {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(64)
+            // A redirect is a misconfigured URL, not a write: it fails the user.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client with only timeouts set builds");
         Self {
@@ -59,10 +63,22 @@ impl HttpGraph {
             }
             let wait = match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_redirection() => {
+                    let location = response
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|to| format!(" to {}", truncate(to, 200)))
+                        .unwrap_or_default();
+                    return Err(SinkError(format!(
+                        "HTTP {}: the Identity Graph answered with a redirect{location}; redirects are not followed, so check IDENTITY_GRAPH_URL",
+                        response.status().as_u16()
+                    )));
+                }
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers());
-                    let text = response.text().await.unwrap_or_default();
+                    let text = error_body(response).await;
                     last_error = format!("HTTP {}: {}", status.as_u16(), truncate(&text, 300));
                     if !is_retriable(status) {
                         return Err(SinkError(last_error));
@@ -116,6 +132,20 @@ fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The start of an error body, at most `MAX_ERROR_BODY_BYTES`, read chunk by
+/// chunk so a huge or endless body costs nothing more.
+async fn error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY_BYTES);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
