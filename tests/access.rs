@@ -517,6 +517,18 @@ async fn admin_remove_ends_the_sessions_of_the_removed_admin(pool: PgPool) {
             "{endpoint}"
         );
     }
+    // And a page load from that browser lands on the sign-in page.
+    let page = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/login");
     assert_eq!(app.login(ALLOWED.0, ALLOWED.1).await.0, 401);
     assert_eq!(
         app.call(Some(&viewer), "me", json!({})).await.0,
