@@ -4,7 +4,11 @@
 //! is an error that names its variable.
 
 use crate::access::AllowList;
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -59,6 +63,9 @@ pub struct Config {
     pub cookie_secure: bool,
     pub login_failures_per_minute: u32,
     pub database_max_connections: u32,
+    /// `TRUSTED_PROXY`: the proxies whose `X-Forwarded-For` names the client.
+    /// Empty: the header is ignored and the connection's peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Config {
@@ -126,6 +133,22 @@ impl Config {
             }
         };
 
+        let trusted_proxies = get("TRUSTED_PROXY")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| ConfigError {
+                        variable: "TRUSTED_PROXY",
+                        reason: format!("{entry:?} is not an IP address such as 127.0.0.1"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         let admins = AllowList::parse(&get("IDENTITY_GRAPH_BACKFILL_ADMINS").unwrap_or_default());
 
         Ok(Self {
@@ -179,6 +202,7 @@ impl Config {
             )? as u32,
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
+            trusted_proxies,
         })
     }
 
@@ -246,6 +270,7 @@ mod tests {
         assert_eq!(config.lease_ttl, Duration::from_secs(30));
         assert_eq!(config.ui_runtime_cap_ms, 900_000);
         assert_eq!(config.sink, SinkConfig::NotConfigured);
+        assert!(config.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -270,6 +295,17 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(bad_number.variable, "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS");
+        let bad_proxy = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("TRUSTED_PROXY", "127.0.0.1, proxy.local"),
+        ])
+        .unwrap_err();
+        assert_eq!(bad_proxy.variable, "TRUSTED_PROXY");
+        assert!(
+            bad_proxy.reason.contains("proxy.local"),
+            "{}",
+            bad_proxy.reason
+        );
     }
 
     #[test]

@@ -47,16 +47,24 @@ pub fn build_leptos_options(config: &Config) -> LeptosOptions {
         .build()
 }
 
-/// Builds the shared state on a migrated pool, with the engine's background
-/// work (the watchdog) started under `shutdown`.
+/// Builds the shared state on a migrated pool, with the background work (the
+/// engine's watchdog, the access housekeeping) started under `shutdown`.
 pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> AppState {
-    if config.admins.is_empty() {
-        tracing::warn!(
-            "IDENTITY_GRAPH_BACKFILL_ADMINS is empty: every signed-in admin will be refused (FORBIDDEN)"
-        );
-    }
     tracing::info!(sink = ?config.sink, "configuration loaded");
     let config = Arc::new(config);
+    {
+        // Malformed entries, an empty list, the count allowed, and an
+        // allow-list naming nobody with an account; logged, never fatal.
+        let (pool, admins) = (pool.clone(), config.admins.clone());
+        tokio::spawn(async move {
+            crate::access::ssr::allow_list_check::log_allow_list_check(&pool, &admins).await
+        });
+    }
+    crate::access::ssr::housekeeping::start_housekeeping(
+        pool.clone(),
+        config.clone(),
+        shutdown.clone(),
+    );
     let engine = crate::backfill::engine::Engine::new(pool.clone(), config.clone(), shutdown);
     engine.start_watchdog();
     AppState {

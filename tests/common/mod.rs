@@ -13,8 +13,10 @@ use sqlx::PgPool;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
-pub const ALLOWED: (&str, &str) = ("allowed@example.com", "allowed-password-1");
-pub const NOT_ALLOWED: (&str, &str) = ("viewer@example.com", "viewer-password-1");
+// Passwords that pass the password policy (12+ characters, no email local
+// part, zxcvbn score >= 3): `upsert_admin` refuses anything weaker.
+pub const ALLOWED: (&str, &str) = ("allowed@example.com", "quartz-lantern-orbit-mosaic-17");
+pub const NOT_ALLOWED: (&str, &str) = ("viewer@example.com", "saffron-glacier-tundra-beacon-42");
 
 /// A configuration with test defaults and `overrides` on top.
 pub fn config(overrides: &[(&str, &str)]) -> Config {
