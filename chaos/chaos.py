@@ -486,18 +486,24 @@ class Run:
             if status != "completed":
                 self.start_job("after stop")
         else:
-            burst = self.rng.uniform(0.2, 2.0)
-            end = time.monotonic() + burst
-            terminated = 0
-            while time.monotonic() < end:
-                out = psql(
-                    self.admin_url,
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid()",
-                )
-                terminated += int(out or 0)
-                time.sleep(0.1)
-            label = f"pg-terminate for {burst:.1f}s ({terminated} connections)"
+            # Every app connection, again and again (every 20 ms) for a random
+            # burst of up to 2 s: queries in flight, checkpoints, heartbeats
+            # and freshly opened pool connections all die.
+            burst = self.rng.uniform(0.1, 2.0)
+            result = subprocess.run(
+                ["psql", self.admin_url, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c",
+                 "DO $$ DECLARE total bigint := 0; n bigint; BEGIN "
+                 f"WHILE clock_timestamp() < now() + interval '{burst:.2f} seconds' LOOP "
+                 "SELECT count(pg_terminate_backend(pid)) INTO n FROM pg_stat_activity "
+                 f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid(); "
+                 "total := total + n; PERFORM pg_sleep(0.02); END LOOP; "
+                 "RAISE NOTICE 'terminated %', total; END $$"],
+                capture_output=True, text=True, timeout=30,
+            )
+            match = re.search(r"terminated (\d+)", result.stderr)
+            if result.returncode != 0 or not match:
+                raise ChaosError(f"pg_terminate_backend loop failed: {result.stderr.strip()}")
+            label = f"pg-terminate for {burst:.1f}s ({match.group(1)} connections)"
             self.event(label)
         self.result.events.append(kind)
 
@@ -506,9 +512,9 @@ class Run:
         rng = self.rng
         self.start_body = {
             "job_key": JOB_KEY,
-            "batch_size": rng.choice([50, 100, 200, 200, 500]),
+            "batch_size": rng.choice([200, 500, 500, 1000]),
             "sleep_ms": 0,
-            "concurrency": rng.choice([4, 8, 16, 16, 32]),
+            "concurrency": rng.choice([16, 32, 32, 64]),
             "max_consecutive_failures": 10000,
         }
         if rng.random() < 0.25:
@@ -521,6 +527,11 @@ class Run:
         next_event = time.monotonic() + rng.uniform(0.3, 2.0)
         seen_failed = 0
         while True:
+            for replica in self.replicas:
+                if not replica.alive():
+                    code = replica.popen.returncode if replica.popen else None
+                    self.note(f"replica {replica.name} exited on its own (code {code}); restarted")
+                    replica.launch(self.result.notes)
             job = self.job()
             status = job["status"]
             if status == "completed":
@@ -703,7 +714,7 @@ def main() -> int:
     parser.add_argument("--max-gap", type=float, default=4.0, help="seconds between events, at most")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds a job may take before it counts as stuck (default 120 + users/50)")
-    parser.add_argument("--mix", default="ok=80,500=6,429=4,400=3,hang=7",
+    parser.add_argument("--mix", default="ok=88,500=5,429=2,400=2,hang=3",
                         help="graph server answers, as weights")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
     parser.add_argument("--logs", default=str(ROOT / "target" / "chaos"))
