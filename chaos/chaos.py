@@ -768,8 +768,11 @@ def on_signal(signum, _frame):
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    # Ctrl-C is Python's KeyboardInterrupt already; SIGTERM (and SIGHUP, unless
+    # it is ignored, as under nohup) take the same way out: clean up, exit 130.
+    signal.signal(signal.SIGTERM, on_signal)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, on_signal)
     try:
         code = main()
     except KeyboardInterrupt as interrupt:
