@@ -449,7 +449,9 @@ class Run:
 
     def pick_event(self) -> str:
         kinds = ["kill9", "kill9", "kill9", "sigterm", "sigterm", "stop-start", "stop-start",
-                 "pg-terminate", "pg-terminate"]
+                 "pg-terminate", "pg-terminate", "dry-run"]
+        if self.args.only:
+            kinds = [k for k in kinds if k in self.args.only]
         return self.rng.choice(kinds)
 
     def inject(self) -> None:
@@ -474,6 +476,37 @@ class Run:
             for replica in targets:
                 replica.launch(self.result.notes)
             self.event(f"restarted {'+'.join(r.name for r in targets)}")
+        elif kind == "dry-run":
+            # An operator's rehearsal: stop the job, dry-run the same key (a dry
+            # run is recorded under `<key>:dry-run` and never touches the real
+            # job), stop the rehearsal if it is still going, start the job again.
+            self.client.call("stop", {"job_key": JOB_KEY})
+            status, took = self.wait_status({"stopped", "completed", "failed"}, timeout=30)
+            if status != "stopped" and status != "completed":
+                self.note(f"stop before the dry run: job was {status} {took:.0f}s after the stop request")
+            answer = self.client.call("start", {"job_key": JOB_KEY, "dry_run": True, "sleep_ms": 0,
+                                                "batch_size": self.start_body["batch_size"]})
+            dry_key = answer["job"]["job_key"]
+            time.sleep(self.rng.uniform(0.5, 3.0))
+            dry = self.client.call("job", {"job_key": dry_key})["job"]
+            if dry["status"] in ("running", "stopping", "paused"):
+                try:
+                    self.client.call("stop", {"job_key": dry_key})
+                except ApiError as error:
+                    self.note(f"could not stop the dry run {dry_key!r}: {error}")
+                deadline = time.monotonic() + 60
+                while dry["status"] not in ("stopped", "completed", "failed") and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    dry = self.client.call("job", {"job_key": dry_key})["job"]
+            self.event(
+                f"dry run on {dry_key} (started={answer['started']}): {dry['status']}, "
+                f"cursor {dry['cursor']}, skipped {dry['skipped']}"
+            )
+            if dry_key == JOB_KEY:
+                self.note(f"a dry run of key {JOB_KEY!r} was recorded on the real job's row "
+                          f"(cursor {dry['cursor']}, {dry['skipped']} skipped)")
+            if status != "completed":
+                self.start_job("after the dry run")
         elif kind == "stop-start":
             answer = self.client.call("stop", {"job_key": JOB_KEY})
             before = answer["job"]["status"]
@@ -696,8 +729,9 @@ class Run:
 
 
 def summarize_events(kinds: list[str]) -> str:
-    counts = {k: kinds.count(k) for k in ("kill9", "sigterm", "stop-start", "pg-terminate")}
-    short = {"kill9": "kill9", "sigterm": "term", "stop-start": "stop", "pg-terminate": "pgkill"}
+    counts = {k: kinds.count(k) for k in ("kill9", "sigterm", "stop-start", "pg-terminate", "dry-run")}
+    short = {"kill9": "kill9", "sigterm": "term", "stop-start": "stop", "pg-terminate": "pgkill",
+             "dry-run": "dry"}
     inner = " ".join(f"{short[k]} {v}" for k, v in counts.items() if v)
     return f"{len(kinds):2d} events" + (f" ({inner})" if inner else "")
 
@@ -716,6 +750,8 @@ def main() -> int:
                         help="seconds a job may take before it counts as stuck (default 120 + users/50)")
     parser.add_argument("--mix", default="ok=88,500=5,429=2,400=2,hang=3",
                         help="graph server answers, as weights")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=None,
+                        help="inject only these events: kill9,sigterm,stop-start,pg-terminate,dry-run")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
     parser.add_argument("--logs", default=str(ROOT / "target" / "chaos"))
     args = parser.parse_args()
