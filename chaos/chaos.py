@@ -449,7 +449,7 @@ class Run:
 
     def pick_event(self) -> str:
         kinds = ["kill9", "kill9", "kill9", "sigterm", "sigterm", "stop-start", "stop-start",
-                 "pg-terminate", "pg-terminate", "dry-run"]
+                 "pg-terminate", "pg-terminate", "dry-run", "freeze"]
         if self.args.only:
             kinds = [k for k in kinds if k in self.args.only]
         return self.rng.choice(kinds)
@@ -476,6 +476,22 @@ class Run:
             for replica in targets:
                 replica.launch(self.result.notes)
             self.event(f"restarted {'+'.join(r.name for r in targets)}")
+        elif kind == "freeze":
+            # A stalled process (a VM pause, a stuck disk): SIGSTOP past the
+            # lease TTL, then SIGCONT. The other replica's watchdog takes the
+            # job over meanwhile; the frozen run must then write nothing more.
+            # Both at once, a third of the time: then the frozen owner's own
+            # watchdog may be the one that finds its lease expired.
+            targets = self.replicas if self.rng.random() < 0.33 else [self.rng.choice(self.replicas)]
+            pause = self.rng.uniform(LEASE_TTL_MS / 1000 + 0.5, 2 * LEASE_TTL_MS / 1000 + 1)
+            for replica in targets:
+                os.kill(replica.popen.pid, signal.SIGSTOP)
+            try:
+                time.sleep(pause)
+            finally:
+                for replica in targets:
+                    os.kill(replica.popen.pid, signal.SIGCONT)
+            self.event(f"freeze {'+'.join(r.name for r in targets)} for {pause:.1f}s (SIGSTOP, SIGCONT)")
         elif kind == "dry-run":
             # An operator's rehearsal: stop the job, dry-run the same key (a dry
             # run is recorded under `<key>:dry-run` and never touches the real
@@ -729,9 +745,9 @@ class Run:
 
 
 def summarize_events(kinds: list[str]) -> str:
-    counts = {k: kinds.count(k) for k in ("kill9", "sigterm", "stop-start", "pg-terminate", "dry-run")}
+    counts = {k: kinds.count(k) for k in ("kill9", "sigterm", "stop-start", "pg-terminate", "dry-run", "freeze")}
     short = {"kill9": "kill9", "sigterm": "term", "stop-start": "stop", "pg-terminate": "pgkill",
-             "dry-run": "dry"}
+             "dry-run": "dry", "freeze": "freeze"}
     inner = " ".join(f"{short[k]} {v}" for k, v in counts.items() if v)
     return f"{len(kinds):2d} events" + (f" ({inner})" if inner else "")
 
@@ -751,7 +767,7 @@ def main() -> int:
     parser.add_argument("--mix", default="ok=88,500=5,429=2,400=2,hang=3",
                         help="graph server answers, as weights")
     parser.add_argument("--only", type=lambda v: v.split(","), default=None,
-                        help="inject only these events: kill9,sigterm,stop-start,pg-terminate,dry-run")
+                        help="inject only these events: kill9,sigterm,stop-start,pg-terminate,dry-run,freeze")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
     parser.add_argument("--logs", default=str(ROOT / "target" / "chaos"))
     args = parser.parse_args()
