@@ -530,6 +530,8 @@ class Run:
             label = f"stop ({before} -> {status} in {took:.1f}s)"
             if status != "stopped":
                 self.note(f"stop: job was {status} {took:.0f}s after the stop request")
+            elif took > 2.5:
+                self.note(f"stop took {took:.1f}s to reach `stopped` (the contract says about 2 s)")
             self.event(label)
             time.sleep(self.rng.uniform(0, 1.5))
             if status != "completed":
