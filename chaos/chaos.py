@@ -797,7 +797,7 @@ def main() -> int:
         status = "ERROR" if result.error else result.status
         log(
             f"run {n:2d}/{args.runs}  seed {result.seed:<7d} users {result.users:<6d} "
-            f"{summarize_events(result.events):<46s} {status:<9s} lost {result.lost:<4d} "
+            f"{summarize_events(result.events):<52s} {status:<9s} lost {result.lost:<4d} "
             f"mismatches {len(result.mismatches):<2d} {result.seconds:6.1f}s"
         )
         for text in result.notes:
