@@ -704,6 +704,8 @@ class Run:
         self.event("reconcile: " + info)
         if r["open_runs"]:
             self.note(f"{r['open_runs']} run rows still open (ended_at NULL) after shutdown")
+        if r.get("negative_runs"):
+            self.note(f"{r['negative_runs']} run rows with a negative counter")
         if stats.get("overlaps"):
             self.note(
                 f"graph saw {stats['overlaps']} overlapping PUTs for the same user "

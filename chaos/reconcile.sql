@@ -77,6 +77,8 @@ SELECT json_build_object(
                            (SELECT id FROM chaos_lost WHERE id <= coalesce(j.cursor, 0)
                             ORDER BY id LIMIT 20) t),
     'runs', (SELECT count(*) FROM identity_graph_backfill_runs r WHERE r.job_key = :'job_key'),
+    'negative_runs', (SELECT count(*) FROM identity_graph_backfill_runs r
+                      WHERE r.job_key = :'job_key' AND least(r.processed, r.failed, r.skipped) < 0),
     'open_runs', (SELECT count(*) FROM identity_graph_backfill_runs r
                   WHERE r.job_key = :'job_key' AND r.ended_at IS NULL),
     'run_outcomes', (SELECT coalesce(json_object_agg(outcome, n), '{}') FROM
