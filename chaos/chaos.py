@@ -775,6 +775,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
     parser.add_argument("--logs", default=str(ROOT / "target" / "chaos"))
     args = parser.parse_args()
+    known = {"kill9", "sigterm", "stop-start", "pg-terminate", "dry-run", "freeze"}
+    if args.only and not set(args.only) <= known:
+        parser.error(f"--only: unknown events {sorted(set(args.only) - known)}; known: {sorted(known)}")
     if args.timeout is None:
         args.timeout = 120 + args.users / 50
     if args.seed is None:
