@@ -405,7 +405,9 @@ class Run:
         ]
         for replica in self.replicas:
             replica.launch(self.result.notes)
-        self.client = Client(self.replicas, self.password, self.rng)
+        # Its own generator: how many API calls a run makes depends on timing,
+        # and must not shift the event choices a seed replays.
+        self.client = Client(self.replicas, self.password, random.Random(self.seed + 7919))
         self.client.login(time.monotonic() + 30)
 
     # -- the job
