@@ -1,8 +1,15 @@
-//! `/jobs/:key`: one job in full — effective options, last error, recent
-//! per-user failures, and its run history.
+//! `/jobs/:key`: one job in full — a large progress bar, the throughput
+//! sparkline while it runs, effective options, last error, recent per-user
+//! failures, and its run history.
 
-use super::format::{duration_ms, duration_secs, exact_time, relative_time, thousands};
+use super::format::{
+    duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
+};
 use super::jobs_table::{StatusBadge, StopButton};
+use super::latest::latest_ok;
+use super::live_title::{job_title, LiveTitle};
+use super::progress_bar::JobProgressBar;
+use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::{use_auto_refresh, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{JobDetail, StartOptions};
@@ -18,15 +25,25 @@ pub fn JobDetailPage() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
     let detail: Resource<Result<JobDetail, AppError>> =
         Resource::new(move || (key.get(), refresh.get()), |(key, _)| job(key));
+    // Only the view reads `detail` (inside <Transition/>); the rest reads this.
+    let latest = latest_ok(detail);
     let active = Signal::derive(move || {
-        detail
-            .get()
-            .and_then(Result::ok)
-            .is_some_and(|d| d.job.status.is_active())
+        latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
     });
     use_auto_refresh(refresh, active);
+    // Every poll is a sample for the sparkline.
+    let history = RwSignal::new(RateHistory::default());
+    Effect::new(move |_| {
+        latest.with(|d| {
+            if let Some(d) = d {
+                history.update(|h| h.record(&d.job));
+            }
+        })
+    });
+    let title = Signal::derive(move || latest.with(|d| d.as_ref().map(|d| job_title(&d.job))));
 
     view! {
+        <LiveTitle title />
         <div class="detail">
             <nav class="breadcrumb" aria-label="Breadcrumb">
                 <a rel="external" href="/">"Identity Graph Backfill"</a>
@@ -42,7 +59,9 @@ pub fn JobDetailPage() -> impl IntoView {
             </div>
             <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }>
                 {move || detail.get().map(|result| match result {
-                    Ok(detail) => view! { <Detail detail on_changed=move || refresh.update(|n| *n += 1) /> }.into_any(),
+                    Ok(detail) => view! {
+                        <Detail detail history=history.into() on_changed=move || refresh.update(|n| *n += 1) />
+                    }.into_any(),
                     Err(error) => view! {
                         <div class="notice error" role="alert">
                             <p><strong>"Could not load this job. "</strong>{error.display_message()}</p>
@@ -58,7 +77,7 @@ pub fn JobDetailPage() -> impl IntoView {
 fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
     match at {
         Some(at) => {
-            view! { <time datetime=at.to_rfc3339() title=exact_time(at)>{relative_time(at)}</time> }
+            view! { <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time> }
                 .into_any()
         }
         None => view! { <span class="muted">"—"</span> }.into_any(),
@@ -68,6 +87,7 @@ fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
 #[component]
 fn Detail(
     detail: JobDetail,
+    history: Signal<RateHistory>,
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     let job = detail.job;
@@ -92,6 +112,8 @@ fn Detail(
                 {job.stop_requested.then(|| view! { <span class="reason">"stop requested"</span> })}
                 <span class="progress">{job.progress_label.clone()}</span>
             </div>
+            <JobProgressBar job=job.clone() large=true />
+            <div class="status-body">
             <dl class="facts">
                 <div><dt>"Processed"</dt><dd>{thousands(job.processed)}</dd></div>
                 <div><dt>"Failed"</dt><dd>{thousands(job.failed)}</dd></div>
@@ -115,6 +137,8 @@ fn Detail(
                 <div><dt>"Updated"</dt><dd>{time_cell(Some(job.updated_at))}</dd></div>
                 <div><dt>"Finished"</dt><dd>{time_cell(job.finished_at)}</dd></div>
             </dl>
+            {job.status.is_active().then(|| view! { <ThroughputSparkline history /> })}
+            </div>
         </section>
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>

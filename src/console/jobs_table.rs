@@ -1,6 +1,9 @@
-//! The jobs table: one row per job, with a confirmed Stop on active rows.
+//! The jobs table: one row per job, with a progress bar and a confirmed Stop
+//! on active rows. Nine columns fit a 1366 px laptop without sideways
+//! scrolling; below 720 px each row becomes a card (see `style/main.css`).
 
-use super::format::{duration_secs, exact_time, relative_time, thousands, truncate};
+use super::format::{duration_secs, exact_time, machine_time, relative_time, thousands, truncate};
+use super::progress_bar::JobProgressBar;
 use crate::backfill::api::Stop;
 use crate::backfill::domain::{Job, JobStatus};
 use leptos::prelude::*;
@@ -43,7 +46,6 @@ pub fn JobsTable(
                         <th scope="col" class="num">"Skipped"</th>
                         <th scope="col">"Rate · ETA"</th>
                         <th scope="col">"Last error"</th>
-                        <th scope="col">"Started by"</th>
                         <th scope="col">"Updated"</th>
                     </tr>
                 </thead>
@@ -62,15 +64,12 @@ pub fn JobsTable(
 #[component]
 fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
     let href = format!("/jobs/{}", job.job_key);
-    let rate = match (job.throughput_per_sec, job.eta_secs) {
-        (Some(rate), Some(eta)) => format!(
-            "{} users/s · ~{} left",
-            thousands(rate.round() as i64),
-            duration_secs(eta)
-        ),
-        (Some(rate), None) => format!("{} users/s", thousands(rate.round() as i64)),
-        _ => "—".into(),
-    };
+    let rate = job.throughput_per_sec.map(|rate| {
+        let eta = job
+            .eta_secs
+            .map(|eta| view! { <span class="eta">"~" {duration_secs(eta)} " left"</span> });
+        view! { <span>{thousands(rate.round() as i64)} " users/s"</span> {eta} }
+    });
     let error_view = job.last_error.clone().map(|error| {
         let (short, cut) = truncate(&error, 60);
         if cut {
@@ -85,26 +84,46 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
             view! { <span class="error-text">{error}</span> }.into_any()
         }
     });
+    let rate_class = if rate.is_some() {
+        "rate"
+    } else {
+        "rate is-empty"
+    };
+    let error_class = if error_view.is_some() {
+        "last-error"
+    } else {
+        "last-error is-empty"
+    };
+    let owner = job
+        .started_by
+        .clone()
+        .map(|email| view! { " · by " <span class="owner">{email}</span> });
     view! {
         <tr>
             <th scope="row">
                 <a class="job-link" rel="external" href=href>{job.job_key.clone()}</a>
                 {job.dry_run.then(|| view! { <span class="marker" title="Dry run: nothing is written">"dry run"</span> })}
-                <span class="mode">{job.mode.as_str()}</span>
+                <span class="job-meta">{job.mode.as_str()} {owner}</span>
             </th>
-            <td>
+            <td class="status-td">
                 <StatusCell job=job.clone() />
                 <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
             </td>
-            <td class="progress">{job.progress_label.clone()}</td>
-            <td class="num">{thousands(job.processed)}</td>
-            <td class="num">{thousands(job.failed)}</td>
-            <td class="num">{thousands(job.skipped)}</td>
-            <td class="rate">{rate}</td>
-            <td class="last-error">{error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}</td>
-            <td>{job.started_by.clone().unwrap_or_else(|| "—".into())}</td>
-            <td>
-                <time datetime=job.updated_at.to_rfc3339() title=exact_time(job.updated_at)>
+            <td class="progress-cell">
+                <JobProgressBar job=job.clone() />
+                <span class="progress">{job.progress_label.clone()}</span>
+            </td>
+            <td class="num" data-label="Processed">{thousands(job.processed)}</td>
+            <td class="num" data-label="Failed">{thousands(job.failed)}</td>
+            <td class="num" data-label="Skipped">{thousands(job.skipped)}</td>
+            <td class=rate_class>
+                {rate.map(|r| r.into_any()).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}
+            </td>
+            <td class=error_class>
+                {error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}
+            </td>
+            <td class="updated">
+                <time datetime=machine_time(job.updated_at) title=exact_time(job.updated_at)>
                     {relative_time(job.updated_at)}
                 </time>
             </td>
