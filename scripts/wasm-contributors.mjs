@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-//! Prints the biggest contributors to a WASM file's code, by crate and by
-//! function, from its `name` section. Feed it the linker's output (before
-//! wasm-opt strips the names): shares carry over to the optimized file.
-//! No dependencies, so the budget script needs nothing beyond Node.
-//!
-//! usage: node scripts/wasm-contributors.mjs FILE.wasm [TOP=3]
+// Prints the biggest contributors to a WASM file's code, by crate and by
+// function, from its `name` section. Feed it a file that still has names:
+// the linker's output, or that output optimized with `wasm-opt -Oz -g`.
+// No dependencies, so the budget script needs nothing beyond Node.
+//
+// usage: node scripts/wasm-contributors.mjs FILE.wasm [TOP=3]
 
 import fs from "node:fs";
 
@@ -151,7 +151,7 @@ byCrate.set("(data segments)", dataBytes);
 
 const kb = (n) => `${(n / 1024).toFixed(1)} KB`;
 const pct = (n) => `${((100 * n) / (codeTotal + dataBytes)).toFixed(1)}%`;
-console.log(`biggest contributors (of ${kb(codeTotal)} code + ${kb(dataBytes)} data, before wasm-opt):`);
+console.log(`biggest contributors (of ${kb(codeTotal)} code + ${kb(dataBytes)} data):`);
 [...byCrate.entries()]
   .sort((a, b) => b[1] - a[1])
   .slice(0, top)

@@ -3,7 +3,7 @@
 
 use crate::backfill::api::list;
 use crate::backfill::domain::thousands;
-use crate::console::StatusBadge;
+use crate::console::{IntoSyncAny, StatusBadge};
 use leptos::prelude::*;
 
 #[component]
@@ -26,6 +26,8 @@ pub fn ReportingPage() -> impl IntoView {
             </div>
         </div>
     }
+    // Erased here because it is a Frame's child (see sync_any).
+    .into_sync_any()
 }
 
 /// A compact view of the backfills, fed by `backfill::api::list`.
@@ -39,7 +41,7 @@ pub fn BackfillWidget() -> impl IntoView {
                 <h2 id="widget-title">"Identity Graph Backfill"</h2>
                 <crate::console::RefreshButton refresh />
             </div>
-            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }>
+            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }.into_sync_any()>
                 {move || jobs.get().map(|result| match result {
                     Ok(list) => view! {
                         <p class="widget-summary">
@@ -56,8 +58,8 @@ pub fn BackfillWidget() -> impl IntoView {
                             }).collect_view()}
                         </ul>
                         <p><a rel="external" href="/">"Open the console"</a></p>
-                    }.into_any(),
-                    Err(error) => view! { <p class="notice error" role="alert">{error.display_message()}</p> }.into_any(),
+                    }.into_sync_any(),
+                    Err(error) => view! { <p class="notice error" role="alert">{error.display_message()}</p> }.into_sync_any(),
                 })}
             </Transition>
         </section>

@@ -10,7 +10,7 @@ use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
 use super::sparkline::{RateHistory, ThroughputSparkline};
-use super::{use_auto_refresh, RefreshButton};
+use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{JobDetail, StartOptions};
 use crate::error::AppError;
@@ -57,30 +57,32 @@ pub fn JobDetailPage() -> impl IntoView {
                 </div>
                 <RefreshButton refresh />
             </div>
-            <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }>
+            <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }.into_sync_any()>
                 {move || detail.get().map(|result| match result {
                     Ok(detail) => view! {
                         <Detail detail history=history.into() on_changed=move || refresh.update(|n| *n += 1) />
-                    }.into_any(),
+                    }.into_sync_any(),
                     Err(error) => view! {
                         <div class="notice error" role="alert">
                             <p><strong>"Could not load this job. "</strong>{error.display_message()}</p>
                             <p><a rel="external" href="/">"Back to all jobs"</a></p>
                         </div>
-                    }.into_any(),
+                    }.into_sync_any(),
                 })}
             </Transition>
         </div>
     }
+    // Erased here because it is a Frame's child (see sync_any).
+    .into_sync_any()
 }
 
 fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
     match at {
         Some(at) => {
             view! { <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time> }
-                .into_any()
+                .into_sync_any()
         }
-        None => view! { <span class="muted">"—"</span> }.into_any(),
+        None => view! { <span class="muted">"—"</span> }.into_sync_any(),
     }
 }
 
@@ -143,8 +145,8 @@ fn Detail(
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>
             {match job.last_error.clone() {
-                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_any(),
-                None => view! { <p class="muted">"No error recorded."</p> }.into_any(),
+                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
+                None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
             }}
         </section>
         <div class="detail-grid">
@@ -155,7 +157,7 @@ fn Detail(
             <section class="card" aria-labelledby="runs-title">
                 <h2 id="runs-title">"Run history"</h2>
                 {if detail.runs.is_empty() {
-                    view! { <p class="empty">"No runs recorded."</p> }.into_any()
+                    view! { <p class="empty">"No runs recorded."</p> }.into_sync_any()
                 } else {
                     view! {
                         <ol class="runs">
@@ -182,7 +184,7 @@ fn Detail(
                                 }
                             }).collect_view()}
                         </ol>
-                    }.into_any()
+                    }.into_sync_any()
                 }}
             </section>
         </div>
@@ -193,7 +195,7 @@ fn Detail(
                 "Run with mode Failed only to retry just these."
             </p>
             {if detail.recent_failures.is_empty() {
-                view! { <p class="empty">"No unresolved failures."</p> }.into_any()
+                view! { <p class="empty">"No unresolved failures."</p> }.into_sync_any()
             } else {
                 view! {
                     <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
@@ -218,7 +220,7 @@ fn Detail(
                             </tbody>
                         </table>
                     </div>
-                }.into_any()
+                }.into_sync_any()
             }}
         </section>
     }

@@ -4,6 +4,7 @@
 
 use super::format::{duration_secs, exact_time, machine_time, relative_time, thousands, truncate};
 use super::progress_bar::JobProgressBar;
+use super::sync_any::IntoSyncAny;
 use crate::backfill::api::Stop;
 use crate::backfill::domain::{Job, JobStatus};
 use leptos::prelude::*;
@@ -30,7 +31,7 @@ pub fn JobsTable(
                 <p class="muted">"Start a dry run with a blank job key to rehearse, then a real run."</p>
             </div>
         }
-        .into_any();
+        .into_sync_any();
     }
     view! {
         <div class="table-wrap" tabindex="0" role="region" aria-label="Jobs table">
@@ -58,7 +59,7 @@ pub fn JobsTable(
             </table>
         </div>
     }
-    .into_any()
+    .into_sync_any()
 }
 
 #[component]
@@ -79,9 +80,9 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
                     <p>{error}</p>
                 </details>
             }
-            .into_any()
+            .into_sync_any()
         } else {
-            view! { <span class="error-text">{error}</span> }.into_any()
+            view! { <span class="error-text">{error}</span> }.into_sync_any()
         }
     });
     let rate_class = if rate.is_some() {
@@ -117,10 +118,10 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
             <td class="num" data-label="Failed">{thousands(job.failed)}</td>
             <td class="num" data-label="Skipped">{thousands(job.skipped)}</td>
             <td class=rate_class>
-                {rate.map(|r| r.into_any()).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}
+                {rate.map(|r| r.into_sync_any()).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
             </td>
             <td class=error_class>
-                {error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}
+                {error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
             </td>
             <td class="updated">
                 <time datetime=machine_time(job.updated_at) title=exact_time(job.updated_at)>
@@ -156,7 +157,7 @@ pub fn StopButton(
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     if !can_stop {
-        return ().into_any();
+        return ().into_sync_any();
     }
     let stop = ServerAction::<Stop>::new();
     Effect::new(move |_| {
@@ -175,41 +176,46 @@ pub fn StopButton(
     };
     view! {
         <div class="stop">
-            <Show
-                when=move || confirming.get()
-                fallback=move || view! {
-                    <button
-                        type="button"
-                        class="button danger small"
-                        aria-label=format!("Stop {}", key.get_value())
-                        on:click=move |_| confirming.set(true)
-                    >
-                        "Stop"
-                    </button>
+            {move || {
+                if confirming.get() {
+                    view! {
+                        <div class="confirm" role="group" aria-label=format!("Confirm stopping {}", key.get_value())>
+                            <span>"Stop this job?"</span>
+                            <button
+                                type="button"
+                                class="button danger small"
+                                on:click=move |_| {
+                                    confirming.set(false);
+                                    if let Some(requests) = requests {
+                                        requests.0.update(|keys| keys.push(key.get_value()));
+                                    }
+                                    stop.dispatch(Stop { job_key: key.get_value() });
+                                }
+                            >
+                                "Confirm stop"
+                            </button>
+                            <button type="button" class="button ghost small" on:click=move |_| confirming.set(false)>
+                                "Cancel"
+                            </button>
+                        </div>
+                    }
+                    .into_sync_any()
+                } else {
+                    view! {
+                        <button
+                            type="button"
+                            class="button danger small"
+                            aria-label=format!("Stop {}", key.get_value())
+                            on:click=move |_| confirming.set(true)
+                        >
+                            "Stop"
+                        </button>
+                    }
+                    .into_sync_any()
                 }
-            >
-                <div class="confirm" role="group" aria-label=move || format!("Confirm stopping {}", key.get_value())>
-                    <span>"Stop this job?"</span>
-                    <button
-                        type="button"
-                        class="button danger small"
-                        on:click=move |_| {
-                            confirming.set(false);
-                            if let Some(requests) = requests {
-                                requests.0.update(|keys| keys.push(key.get_value()));
-                            }
-                            stop.dispatch(Stop { job_key: key.get_value() });
-                        }
-                    >
-                        "Confirm stop"
-                    </button>
-                    <button type="button" class="button ghost small" on:click=move |_| confirming.set(false)>
-                        "Cancel"
-                    </button>
-                </div>
-            </Show>
+            }}
             <p class="field-error" role="alert">{error}</p>
         </div>
     }
-    .into_any()
+    .into_sync_any()
 }

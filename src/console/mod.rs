@@ -12,6 +12,7 @@ mod refresh;
 mod sparkline;
 mod start_form;
 mod summary;
+mod sync_any;
 
 pub use format::{exact_time, relative_time};
 pub use job_detail::JobDetailPage;
@@ -22,6 +23,7 @@ pub use progress_bar::{source_max_id, JobProgressBar, ProgressBar};
 
 pub use refresh::use_auto_refresh;
 pub use summary::SummaryCards;
+pub use sync_any::{IntoSyncAny, SyncHydrated};
 
 use crate::backfill::api::list;
 use crate::backfill::domain::{JobStatus, ListResponse};
@@ -105,8 +107,8 @@ pub fn ConsolePage() -> impl IntoView {
                 <RefreshButton refresh />
             </div>
             <ReaderView />
-            <Transition fallback=|| view! { <SummaryCards summary=None /> }>
-                {move || jobs.get().map(|result| view! { <SummaryCards summary=result.ok().map(|l| l.summary) /> })}
+            <Transition fallback=|| view! { <SummaryCards summary=None /> }.into_sync_any()>
+                {move || jobs.get().map(|result| view! { <SummaryCards summary=result.ok().map(|l| l.summary) /> }.into_sync_any())}
             </Transition>
             <div class="console-grid">
                 <StartForm runtime_cap on_started=move || refresh.update(|n| *n += 1) />
@@ -117,23 +119,25 @@ pub fn ConsolePage() -> impl IntoView {
                             "Refreshes every 2 s while a job is active and every 15 s otherwise; a hidden tab checks every 10 s, only while a job is active."
                         </p>
                     </div>
-                    <Transition fallback=|| view! { <p class="empty" role="status">"Loading jobs…"</p> }>
+                    <Transition fallback=|| view! { <p class="empty" role="status">"Loading jobs…"</p> }.into_sync_any()>
                         {move || jobs.get().map(|result| match result {
                             Ok(list) => view! {
                                 <JobsTable jobs=list.jobs on_changed=move || refresh.update(|n| *n += 1) />
-                            }.into_any(),
+                            }.into_sync_any(),
                             Err(error) => view! {
                                 <div class="notice error" role="alert">
                                     <p><strong>"Could not load the jobs. "</strong>{error.display_message()}</p>
                                     <p>"Check that the server is up, then press Refresh."</p>
                                 </div>
-                            }.into_any(),
+                            }.into_sync_any(),
                         })}
                     </Transition>
                 </section>
             </div>
         </div>
     }
+    // Erased here because it is a Frame's child (see sync_any).
+    .into_sync_any()
 }
 
 #[component]

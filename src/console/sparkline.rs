@@ -7,6 +7,7 @@
 //! not make the line jitter. No new server state is needed.
 
 use super::format::thousands;
+use super::sync_any::IntoSyncAny;
 use crate::backfill::domain::Job;
 use leptos::prelude::*;
 
@@ -144,14 +145,14 @@ pub fn ThroughputSparkline(history: Signal<RateHistory>) -> impl IntoView {
             <figcaption>"Throughput, last 5 min"</figcaption>
             {move || {
                 drawing()
-                    .map(|d| d.into_any())
+                    .map(|d| d.into_sync_any())
                     .unwrap_or_else(|| {
                         view! {
                             <p class="sparkline-waiting muted" role="status">
                                 "Collecting samples: the line appears after two refreshes."
                             </p>
                         }
-                        .into_any()
+                        .into_sync_any()
                     })
             }}
         </figure>
