@@ -169,3 +169,8 @@ if (process.env.WASM_GREP) {
   const total = matching.reduce((sum, { size }) => sum + size, 0);
   console.log(`/${process.env.WASM_GREP}/: ${matching.length} functions, ${kb(total)} (${pct(total)})`);
 }
+
+// WASM_DUMP=file: every function's size and name, one per line.
+if (process.env.WASM_DUMP) {
+  fs.writeFileSync(process.env.WASM_DUMP, functions.map(({ fn, size }) => `${size}\t${fn}`).join("\n"));
+}

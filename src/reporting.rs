@@ -3,7 +3,8 @@
 
 use crate::backfill::api::list;
 use crate::backfill::domain::thousands;
-use crate::console::{IntoSyncAny, StatusBadge};
+use crate::backfill::domain::ListResponse;
+use crate::console::{IntoSyncAny, PolledResource, StatusBadge};
 use leptos::prelude::*;
 
 #[component]
@@ -34,7 +35,8 @@ pub fn ReportingPage() -> impl IntoView {
 #[component]
 pub fn BackfillWidget() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
-    let jobs = Resource::new(move || refresh.get(), |_| list());
+    let jobs: PolledResource<ListResponse> =
+        Resource::new_with_options(move || refresh.get(), |_| list(), false);
     view! {
         <section class="card widget" aria-labelledby="widget-title">
             <div class="section-head">

@@ -9,11 +9,11 @@ use super::jobs_table::{StatusBadge, StopButton};
 use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
+use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{JobDetail, StartOptions};
-use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -23,8 +23,11 @@ pub fn JobDetailPage() -> impl IntoView {
     let params = use_params_map();
     let key = Memo::new(move |_| params.with(|p| p.get("key").unwrap_or_default()));
     let refresh = RwSignal::new(0u64);
-    let detail: Resource<Result<JobDetail, AppError>> =
-        Resource::new(move || (key.get(), refresh.get()), |(key, _)| job(key));
+    let detail: PolledResource<JobDetail> = Resource::new_with_options(
+        move || (key.get(), refresh.get()),
+        |(key, _)| job(key),
+        false,
+    );
     // Only the view reads `detail` (inside <Transition/>); the rest reads this.
     let latest = latest_ok(detail);
     let active = Signal::derive(move || {

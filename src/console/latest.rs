@@ -8,15 +8,14 @@
 //! reads this mirror instead, which only an effect writes. Effects do not run
 //! on the server, so the mirror is `None` there and fills in after hydration.
 
-use crate::error::AppError;
+use super::resource_codec::PolledResource;
 use leptos::prelude::*;
 
 /// Mirrors every `Ok` value of `resource`; errors keep the previous value,
 /// so one failed poll does not blank the title or stop the refresh timer.
-pub fn latest_ok<T>(resource: Resource<Result<T, AppError>>) -> ReadSignal<Option<T>>
+pub fn latest_ok<T>(resource: PolledResource<T>) -> ReadSignal<Option<T>>
 where
     T: Clone + Send + Sync + 'static,
-    Result<T, AppError>: Clone + Send + Sync + 'static,
 {
     let latest = RwSignal::new(None::<T>);
     Effect::new(move |_| {

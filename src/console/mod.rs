@@ -9,6 +9,7 @@ mod latest;
 mod live_title;
 mod progress_bar;
 mod refresh;
+mod resource_codec;
 mod sparkline;
 mod start_form;
 mod summary;
@@ -22,12 +23,12 @@ pub use live_title::{console_title, job_title, LiveTitle};
 pub use progress_bar::{source_max_id, JobProgressBar, ProgressBar};
 
 pub use refresh::use_auto_refresh;
+pub use resource_codec::{JsonAsBytes, PolledResource};
 pub use summary::SummaryCards;
 pub use sync_any::{IntoSyncAny, SyncHydrated};
 
 use crate::backfill::api::list;
 use crate::backfill::domain::{JobStatus, ListResponse};
-use crate::error::AppError;
 use guide::ReaderView;
 use leptos::prelude::*;
 use start_form::StartForm;
@@ -37,8 +38,8 @@ use start_form::StartForm;
 #[component]
 pub fn ConsolePage() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
-    let jobs: Resource<Result<ListResponse, AppError>> =
-        Resource::new(move || refresh.get(), |_| list());
+    let jobs: PolledResource<ListResponse> =
+        Resource::new_with_options(move || refresh.get(), |_| list(), false);
     // Only the view reads `jobs` (inside <Transition/>); the rest reads this.
     let latest = latest_ok(jobs);
     let any_active = Signal::derive(move || {
