@@ -4,7 +4,7 @@
 use crate::backfill::api::list;
 use crate::backfill::domain::thousands;
 use crate::backfill::domain::ListResponse;
-use crate::console::{IntoSyncAny, PolledResource, StatusBadge};
+use crate::console::{IntoSyncAny, JobProgressBar, PolledResource, StatusBadge};
 use leptos::prelude::*;
 
 #[component]
@@ -55,6 +55,7 @@ pub fn BackfillWidget() -> impl IntoView {
                                 <li>
                                     <a rel="external" href=format!("/jobs/{}", job.job_key)>{job.job_key.clone()}</a>
                                     <StatusBadge status=job.status />
+                                    <JobProgressBar job=job.clone() />
                                     <span class="muted small">{job.progress_label}</span>
                                 </li>
                             }).collect_view()}

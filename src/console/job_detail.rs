@@ -214,10 +214,10 @@ fn Detail(
                             <tbody>
                                 {detail.recent_failures.into_iter().map(|f| view! {
                                     <tr>
-                                        <td class="num mono">{f.user_id}</td>
+                                        <td class="num mono" data-label="User">{f.user_id}</td>
                                         <td class="error-text">{f.error}</td>
-                                        <td class="num">{f.attempts}</td>
-                                        <td>{time_cell(Some(f.last_failed_at))}</td>
+                                        <td class="num" data-label="Attempts">{f.attempts}</td>
+                                        <td class="failed-at">{time_cell(Some(f.last_failed_at))}</td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
