@@ -5,7 +5,7 @@
 use super::format::{
     duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
 };
-use super::jobs_table::{StatusBadge, StopButton};
+use super::jobs_table::{StatusBadge, StopButton, StopConfirmation};
 use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
@@ -30,6 +30,7 @@ pub fn JobDetailPage() -> impl IntoView {
     );
     // Only the view reads `detail` (inside <Transition/>); the rest reads this.
     let latest = latest_ok(detail);
+    StopConfirmation::provide();
     let active = Signal::derive(move || {
         latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
     });

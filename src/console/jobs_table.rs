@@ -150,6 +150,18 @@ fn StatusCell(job: Job) -> impl IntoView {
 #[derive(Clone, Copy)]
 pub struct StopRequests(pub RwSignal<Vec<String>>);
 
+/// The key whose Stop is waiting for its confirmation. The page keeps it,
+/// not the button: every refresh (2 s while a job runs) rebuilds the rows and
+/// the job page, which would close the question under the operator's cursor.
+#[derive(Clone, Copy)]
+pub struct StopConfirmation(pub RwSignal<Option<String>>);
+
+impl StopConfirmation {
+    pub fn provide() {
+        provide_context(StopConfirmation(RwSignal::new(None)));
+    }
+}
+
 #[component]
 pub fn StopButton(
     job_key: String,
@@ -165,9 +177,15 @@ pub fn StopButton(
             on_changed();
         }
     });
-    let confirming = RwSignal::new(false);
-    let requests = use_context::<StopRequests>();
+    let confirmation =
+        use_context::<StopConfirmation>().unwrap_or_else(|| StopConfirmation(RwSignal::new(None)));
     let key = StoredValue::new(job_key);
+    let confirming = move || {
+        confirmation
+            .0
+            .with(|open| open.as_deref() == Some(key.get_value().as_str()))
+    };
+    let requests = use_context::<StopRequests>();
     let error = move || {
         stop.value()
             .get()
@@ -177,7 +195,7 @@ pub fn StopButton(
     view! {
         <div class="stop">
             {move || {
-                if confirming.get() {
+                if confirming() {
                     view! {
                         <div class="confirm" role="group" aria-label=format!("Confirm stopping {}", key.get_value())>
                             <span>"Stop this job?"</span>
@@ -185,7 +203,7 @@ pub fn StopButton(
                                 type="button"
                                 class="button danger small"
                                 on:click=move |_| {
-                                    confirming.set(false);
+                                    confirmation.0.set(None);
                                     if let Some(requests) = requests {
                                         requests.0.update(|keys| keys.push(key.get_value()));
                                     }
@@ -194,7 +212,7 @@ pub fn StopButton(
                             >
                                 "Confirm stop"
                             </button>
-                            <button type="button" class="button ghost small" on:click=move |_| confirming.set(false)>
+                            <button type="button" class="button ghost small" on:click=move |_| confirmation.0.set(None)>
                                 "Cancel"
                             </button>
                         </div>
@@ -206,7 +224,7 @@ pub fn StopButton(
                             type="button"
                             class="button danger small"
                             aria-label=format!("Stop {}", key.get_value())
-                            on:click=move |_| confirming.set(true)
+                            on:click=move |_| confirmation.0.set(Some(key.get_value()))
                         >
                             "Stop"
                         </button>

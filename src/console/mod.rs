@@ -17,7 +17,7 @@ mod sync_any;
 
 pub use format::{exact_time, relative_time};
 pub use job_detail::JobDetailPage;
-pub use jobs_table::{JobsTable, StatusBadge, StopButton, StopRequests};
+pub use jobs_table::{JobsTable, StatusBadge, StopButton, StopConfirmation, StopRequests};
 pub use latest::latest_ok;
 pub use live_title::{console_title, job_title, LiveTitle};
 pub use progress_bar::{source_max_id, JobProgressBar, ProgressBar};
@@ -49,6 +49,7 @@ pub fn ConsolePage() -> impl IntoView {
         })
     });
     use_auto_refresh(refresh, any_active);
+    StopConfirmation::provide();
     let stop_requests = StopRequests(RwSignal::new(Vec::new()));
     provide_context(stop_requests);
     // A confirmed stop shows `stopping` until the server's own status replaces it.
