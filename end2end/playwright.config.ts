@@ -8,9 +8,20 @@ if (!databaseUrl) {
   throw new Error("E2E_DATABASE_URL is not set; run the suite through scripts/test");
 }
 
-export const MAIN_URL = "http://127.0.0.1:3100";
-export const FAILING_GRAPH_APP_URL = "http://127.0.0.1:3101";
-export const GRAPH_SERVER_URL = "http://127.0.0.1:3199";
+// E2E_PORT_BASE moves all three ports, so two suites can run side by side.
+const portBase = Number(process.env.E2E_PORT_BASE ?? 3100);
+const MAIN_PORT = portBase;
+const FAILING_GRAPH_APP_PORT = portBase + 1;
+export const GRAPH_SERVER_PORT = portBase + 99;
+export const MAIN_URL = `http://127.0.0.1:${MAIN_PORT}`;
+export const FAILING_GRAPH_APP_URL = `http://127.0.0.1:${FAILING_GRAPH_APP_PORT}`;
+export const GRAPH_SERVER_URL = `http://127.0.0.1:${GRAPH_SERVER_PORT}`;
+
+// The server the suite runs: the debug build by default, because Leptos
+// reports hydration problems in the browser console only in debug builds
+// and the console fixture fails on them. E2E_PROFILE=release tests the
+// release build instead.
+export const APP_BINARY = `../target/${process.env.E2E_PROFILE ?? "debug"}/identity-graph-backfill`;
 
 const appEnv = {
   DATABASE_URL: databaseUrl,
@@ -51,26 +62,26 @@ export default defineConfig({
   },
   webServer: [
     {
-      command: "node support/graph-server.mjs",
+      command: `node support/graph-server.mjs ${GRAPH_SERVER_PORT}`,
       url: `${GRAPH_SERVER_URL}/health`,
       reuseExistingServer: false,
       stdout: "ignore",
     },
     {
-      command: "../target/debug/identity-graph-backfill serve",
+      command: `${APP_BINARY} serve`,
       url: `${MAIN_URL}/healthz`,
       reuseExistingServer: false,
       timeout: 60_000,
-      env: { ...appEnv, LEPTOS_SITE_ADDR: "127.0.0.1:3100", IDENTITY_GRAPH_SINK: "postgres" },
+      env: { ...appEnv, LEPTOS_SITE_ADDR: `127.0.0.1:${MAIN_PORT}`, IDENTITY_GRAPH_SINK: "postgres" },
     },
     {
-      command: "../target/debug/identity-graph-backfill serve",
+      command: `${APP_BINARY} serve`,
       url: `${FAILING_GRAPH_APP_URL}/healthz`,
       reuseExistingServer: false,
       timeout: 60_000,
       env: {
         ...appEnv,
-        LEPTOS_SITE_ADDR: "127.0.0.1:3101",
+        LEPTOS_SITE_ADDR: `127.0.0.1:${FAILING_GRAPH_APP_PORT}`,
         IDENTITY_GRAPH_SINK: "http",
         IDENTITY_GRAPH_URL: GRAPH_SERVER_URL,
         IDENTITY_GRAPH_TOKEN: "e2e-token",

@@ -131,3 +131,15 @@ ensure_everything() {
   ensure_chromium
   ensure_postgres
 }
+
+# cargo-leptos runs the first wasm-opt on PATH for a release build. Debian's
+# (binaryen 108) produces a WASM that fails to hydrate; the npm package's
+# (end2end/node_modules/.bin, first on PATH above) works.
+ensure_binaryen_wasm_opt() {
+  local version
+  version="$(wasm-opt --version 2>/dev/null || true)"
+  case "$version" in
+    *"version 1"[3-9][0-9]*) ;;
+    *) echo "error: wasm-opt on PATH is '${version:-missing}', expected binaryen 130+ from end2end/node_modules/.bin" >&2; exit 1 ;;
+  esac
+}

@@ -1,7 +1,7 @@
 //! The HTML shell, the router and the page frame.
 
 use crate::access::{AdminIdentity, LoginPage, SignOutButton};
-use crate::console::{ConsolePage, JobDetailPage};
+use crate::console::{ConsolePage, IntoSyncAny, JobDetailPage};
 use crate::reporting::ReportingPage;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -37,15 +37,22 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/identity-graph-backfill.css" />
         <Title text="Identity Graph Backfill" />
         <Router>
-            <Routes fallback=|| view! { <NotFound /> }>
-                <Route path=path!("/login") view=LoginPage />
-                <Route path=path!("/") view=|| view! { <Frame><ConsolePage /></Frame> } />
+            // Every erased view hydrates synchronously (see console::sync_any).
+            <Routes fallback=|| view! { <NotFound /> }.into_sync_any()>
+                <Route path=path!("/login") view=|| view! { <LoginPage /> }.into_sync_any() />
+                <Route path=path!("/") view=|| view! { <Frame><ConsolePage /></Frame> }.into_sync_any() />
                 <Route
                     path=path!("/reporting/identity-graph-backfill")
-                    view=|| view! { <Frame><ConsolePage /></Frame> }
+                    view=|| view! { <Frame><ConsolePage /></Frame> }.into_sync_any()
                 />
-                <Route path=path!("/jobs/:key") view=|| view! { <Frame><JobDetailPage /></Frame> } />
-                <Route path=path!("/reporting") view=|| view! { <Frame><ReportingPage /></Frame> } />
+                <Route
+                    path=path!("/jobs/:key")
+                    view=|| view! { <Frame><JobDetailPage /></Frame> }.into_sync_any()
+                />
+                <Route
+                    path=path!("/reporting")
+                    view=|| view! { <Frame><ReportingPage /></Frame> }.into_sync_any()
+                />
             </Routes>
         </Router>
     }
@@ -63,9 +70,9 @@ fn Frame(children: Children) -> impl IntoView {
     let me: Option<AdminIdentity> = SharedValue::new(signed_in_admin).into_inner();
     let email = me.as_ref().map(|me| me.email.clone());
     let content = match me {
-        Some(me) if me.allowed => children().into_any(),
-        Some(me) => view! { <NotAllowed email=me.email /> }.into_any(),
-        None => view! { <SignedOut /> }.into_any(),
+        Some(me) if me.allowed => children(),
+        Some(me) => view! { <NotAllowed email=me.email /> }.into_sync_any(),
+        None => view! { <SignedOut /> }.into_sync_any(),
     };
     view! {
         <header class="topbar">

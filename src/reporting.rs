@@ -3,7 +3,8 @@
 
 use crate::backfill::api::list;
 use crate::backfill::domain::thousands;
-use crate::console::StatusBadge;
+use crate::backfill::domain::ListResponse;
+use crate::console::{IntoSyncAny, JobProgressBar, PolledResource, StatusBadge};
 use leptos::prelude::*;
 
 #[component]
@@ -26,20 +27,23 @@ pub fn ReportingPage() -> impl IntoView {
             </div>
         </div>
     }
+    // Erased here because it is a Frame's child (see sync_any).
+    .into_sync_any()
 }
 
 /// A compact view of the backfills, fed by `backfill::api::list`.
 #[component]
 pub fn BackfillWidget() -> impl IntoView {
     let refresh = RwSignal::new(0u64);
-    let jobs = Resource::new(move || refresh.get(), |_| list());
+    let jobs: PolledResource<ListResponse> =
+        Resource::new_with_options(move || refresh.get(), |_| list(), false);
     view! {
         <section class="card widget" aria-labelledby="widget-title">
             <div class="section-head">
                 <h2 id="widget-title">"Identity Graph Backfill"</h2>
                 <crate::console::RefreshButton refresh />
             </div>
-            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }>
+            <Transition fallback=|| view! { <p role="status">"Loading…"</p> }.into_sync_any()>
                 {move || jobs.get().map(|result| match result {
                     Ok(list) => view! {
                         <p class="widget-summary">
@@ -51,13 +55,14 @@ pub fn BackfillWidget() -> impl IntoView {
                                 <li>
                                     <a rel="external" href=format!("/jobs/{}", job.job_key)>{job.job_key.clone()}</a>
                                     <StatusBadge status=job.status />
+                                    <JobProgressBar job=job.clone() />
                                     <span class="muted small">{job.progress_label}</span>
                                 </li>
                             }).collect_view()}
                         </ul>
                         <p><a rel="external" href="/">"Open the console"</a></p>
-                    }.into_any(),
-                    Err(error) => view! { <p class="notice error" role="alert">{error.display_message()}</p> }.into_any(),
+                    }.into_sync_any(),
+                    Err(error) => view! { <p class="notice error" role="alert">{error.display_message()}</p> }.into_sync_any(),
                 })}
             </Transition>
         </section>

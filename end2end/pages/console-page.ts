@@ -36,6 +36,10 @@ export class ConsolePage {
     return this.page.getByRole("row").filter({ has: this.page.getByRole("link", { name: jobKey, exact: true }) });
   }
 
+  progressBar(jobKey: string): Locator {
+    return this.page.getByRole("progressbar", { name: `Coverage of ${jobKey}` });
+  }
+
   async stop(jobKey: string) {
     const row = this.row(jobKey);
     await row.getByRole("button", { name: `Stop ${jobKey}` }).click();

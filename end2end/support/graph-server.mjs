@@ -26,4 +26,4 @@ const server = http.createServer((req, res) => {
     }
   });
 });
-server.listen(3199, "127.0.0.1");
+server.listen(Number(process.argv[2] ?? 3199), "127.0.0.1");

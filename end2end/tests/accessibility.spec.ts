@@ -1,8 +1,9 @@
 import AxeBuilder from "@axe-core/playwright";
-import { expect, test, type Page } from "@playwright/test";
+import type { Page } from "@playwright/test";
+import { expect, test } from "../support/fixtures";
 import { ConsolePage } from "../pages/console-page";
-import { LoginPage } from "../pages/login-page";
-import { ALLOWED } from "../support/accounts";
+import { LoginPage, waitForHydration } from "../pages/login-page";
+import { ALLOWED, NOT_ALLOWED } from "../support/accounts";
 import { screenshots } from "../support/screens";
 
 async function seriousViolations(page: Page) {
@@ -12,7 +13,7 @@ async function seriousViolations(page: Page) {
     .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
 }
 
-test("login, console and job detail have no serious or critical axe violations", async ({ page }, testInfo) => {
+test("login, console, job detail and reporting have no serious or critical axe violations", async ({ page }, testInfo) => {
   const login = new LoginPage(page);
   await login.goto();
   expect(await seriousViolations(page)).toEqual([]);
@@ -28,4 +29,15 @@ test("login, console and job detail have no serious or critical axe violations",
   await expect(page.getByRole("heading", { name: "Effective options" })).toBeVisible();
   expect(await seriousViolations(page)).toEqual([]);
   await screenshots(page, testInfo, "job-detail-dry-run");
+
+  await page.goto("/reporting");
+  await waitForHydration(page);
+  await expect(page.getByRole("heading", { name: "Reporting", exact: true })).toBeVisible();
+  expect(await seriousViolations(page)).toEqual([]);
+});
+
+test("the not-allowed page has no serious or critical axe violations", async ({ page }) => {
+  await new LoginPage(page).signIn(NOT_ALLOWED);
+  await expect(page.getByRole("heading", { name: /not on the Identity Graph Backfill allow-list/ })).toBeVisible();
+  expect(await seriousViolations(page)).toEqual([]);
 });

@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "../support/fixtures";
 import { ConsolePage } from "../pages/console-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED, DEMO_USERS } from "../support/accounts";
@@ -23,5 +23,9 @@ test("a dry run with a blank key runs under :dry-run and skips everyone", async 
   await expect(cells.nth(3)).toHaveText("0");
   await expect(cells.nth(4)).toHaveText(total);
   await expect(console.row("identity-graph-users")).toHaveCount(0);
+  // A completed job's bar is full, and a dry run's says it was a rehearsal.
+  const bar = console.progressBar("identity-graph-users:dry-run");
+  await expect(bar).toHaveAttribute("aria-valuenow", "100");
+  await expect(bar).toHaveAttribute("aria-valuetext", /dry run: nothing written/);
   await screenshots(page, testInfo, "dry-run-completed");
 });

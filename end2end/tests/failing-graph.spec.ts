@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "../support/fixtures";
 import { FAILING_GRAPH_APP_URL } from "../playwright.config";
 import { ConsolePage } from "../pages/console-page";
 import { LoginPage } from "../pages/login-page";

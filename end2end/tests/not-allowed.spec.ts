@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "../support/fixtures";
 import { LoginPage, waitForHydration } from "../pages/login-page";
 import { NOT_ALLOWED } from "../support/accounts";
 import { screenshots } from "../support/screens";

@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "../support/fixtures";
 import { ConsolePage } from "../pages/console-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED } from "../support/accounts";

@@ -1,6 +1,11 @@
 //! Small display helpers shared by the pages.
+//!
+//! Times are written with chrono's date and time accessors, never with its
+//! `format`/`to_rfc3339` machinery: that code would be compiled into the
+//! WASM bundle for two strings. The output is the same on the server and in
+//! the browser, so hydration sees identical text.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 pub use crate::backfill::domain::thousands;
 
@@ -37,8 +42,23 @@ pub fn relative_time(at: DateTime<Utc>) -> String {
     }
 }
 
+/// `2026-11-29 13:05:09 UTC`, for tooltips.
 pub fn exact_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    let (date, time) = date_and_time(at);
+    format!("{date} {time} UTC")
+}
+
+/// `2026-11-29T13:05:09Z`, for `<time datetime>`.
+pub fn machine_time(at: DateTime<Utc>) -> String {
+    let (date, time) = date_and_time(at);
+    format!("{date}T{time}Z")
+}
+
+fn date_and_time(at: DateTime<Utc>) -> (String, String) {
+    (
+        format!("{:04}-{:02}-{:02}", at.year(), at.month(), at.day()),
+        format!("{:02}:{:02}:{:02}", at.hour(), at.minute(), at.second()),
+    )
 }
 
 /// `900000` ms → `15 min`.
@@ -86,6 +106,19 @@ mod tests {
         assert_eq!(duration_ms(21_600_000), "6 h");
         assert_eq!(duration_secs(75), "1 min 15 s");
         assert_eq!(duration_secs(3_660), "1 h 1 min");
+    }
+
+    #[test]
+    fn times_match_chrono_formatting() {
+        let at = DateTime::from_timestamp(1_795_784_709, 0).unwrap();
+        assert_eq!(
+            exact_time(at),
+            at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        );
+        assert_eq!(
+            machine_time(at),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
 
     #[test]

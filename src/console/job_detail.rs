@@ -1,12 +1,19 @@
-//! `/jobs/:key`: one job in full — effective options, last error, recent
-//! per-user failures, and its run history.
+//! `/jobs/:key`: one job in full — a large progress bar, the throughput
+//! sparkline while it runs, effective options, last error, recent per-user
+//! failures, and its run history.
 
-use super::format::{duration_ms, duration_secs, exact_time, relative_time, thousands};
-use super::jobs_table::{StatusBadge, StopButton};
-use super::{use_auto_refresh, RefreshButton};
+use super::format::{
+    duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
+};
+use super::jobs_table::{StatusBadge, StopButton, StopConfirmation};
+use super::latest::latest_ok;
+use super::live_title::{job_title, LiveTitle};
+use super::progress_bar::JobProgressBar;
+use super::resource_codec::PolledResource;
+use super::sparkline::{RateHistory, ThroughputSparkline};
+use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{JobDetail, StartOptions};
-use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -16,17 +23,31 @@ pub fn JobDetailPage() -> impl IntoView {
     let params = use_params_map();
     let key = Memo::new(move |_| params.with(|p| p.get("key").unwrap_or_default()));
     let refresh = RwSignal::new(0u64);
-    let detail: Resource<Result<JobDetail, AppError>> =
-        Resource::new(move || (key.get(), refresh.get()), |(key, _)| job(key));
+    let detail: PolledResource<JobDetail> = Resource::new_with_options(
+        move || (key.get(), refresh.get()),
+        |(key, _)| job(key),
+        false,
+    );
+    // Only the view reads `detail` (inside <Transition/>); the rest reads this.
+    let latest = latest_ok(detail);
+    StopConfirmation::provide();
     let active = Signal::derive(move || {
-        detail
-            .get()
-            .and_then(Result::ok)
-            .is_some_and(|d| d.job.status.is_active())
+        latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
     });
     use_auto_refresh(refresh, active);
+    // Every poll is a sample for the sparkline.
+    let history = RwSignal::new(RateHistory::default());
+    Effect::new(move |_| {
+        latest.with(|d| {
+            if let Some(d) = d {
+                history.update(|h| h.record(&d.job));
+            }
+        })
+    });
+    let title = Signal::derive(move || latest.with(|d| d.as_ref().map(|d| job_title(&d.job))));
 
     view! {
+        <LiveTitle title />
         <div class="detail">
             <nav class="breadcrumb" aria-label="Breadcrumb">
                 <a rel="external" href="/">"Identity Graph Backfill"</a>
@@ -40,34 +61,39 @@ pub fn JobDetailPage() -> impl IntoView {
                 </div>
                 <RefreshButton refresh />
             </div>
-            <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }>
+            <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }.into_sync_any()>
                 {move || detail.get().map(|result| match result {
-                    Ok(detail) => view! { <Detail detail on_changed=move || refresh.update(|n| *n += 1) /> }.into_any(),
+                    Ok(detail) => view! {
+                        <Detail detail history=history.into() on_changed=move || refresh.update(|n| *n += 1) />
+                    }.into_sync_any(),
                     Err(error) => view! {
                         <div class="notice error" role="alert">
                             <p><strong>"Could not load this job. "</strong>{error.display_message()}</p>
                             <p><a rel="external" href="/">"Back to all jobs"</a></p>
                         </div>
-                    }.into_any(),
+                    }.into_sync_any(),
                 })}
             </Transition>
         </div>
     }
+    // Erased here because it is a Frame's child (see sync_any).
+    .into_sync_any()
 }
 
 fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
     match at {
         Some(at) => {
-            view! { <time datetime=at.to_rfc3339() title=exact_time(at)>{relative_time(at)}</time> }
-                .into_any()
+            view! { <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time> }
+                .into_sync_any()
         }
-        None => view! { <span class="muted">"—"</span> }.into_any(),
+        None => view! { <span class="muted">"—"</span> }.into_sync_any(),
     }
 }
 
 #[component]
 fn Detail(
     detail: JobDetail,
+    history: Signal<RateHistory>,
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     let job = detail.job;
@@ -92,6 +118,8 @@ fn Detail(
                 {job.stop_requested.then(|| view! { <span class="reason">"stop requested"</span> })}
                 <span class="progress">{job.progress_label.clone()}</span>
             </div>
+            <JobProgressBar job=job.clone() large=true />
+            <div class="status-body">
             <dl class="facts">
                 <div><dt>"Processed"</dt><dd>{thousands(job.processed)}</dd></div>
                 <div><dt>"Failed"</dt><dd>{thousands(job.failed)}</dd></div>
@@ -115,12 +143,14 @@ fn Detail(
                 <div><dt>"Updated"</dt><dd>{time_cell(Some(job.updated_at))}</dd></div>
                 <div><dt>"Finished"</dt><dd>{time_cell(job.finished_at)}</dd></div>
             </dl>
+            {job.status.is_active().then(|| view! { <ThroughputSparkline history /> })}
+            </div>
         </section>
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>
             {match job.last_error.clone() {
-                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_any(),
-                None => view! { <p class="muted">"No error recorded."</p> }.into_any(),
+                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
+                None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
             }}
         </section>
         <div class="detail-grid">
@@ -131,7 +161,7 @@ fn Detail(
             <section class="card" aria-labelledby="runs-title">
                 <h2 id="runs-title">"Run history"</h2>
                 {if detail.runs.is_empty() {
-                    view! { <p class="empty">"No runs recorded."</p> }.into_any()
+                    view! { <p class="empty">"No runs recorded."</p> }.into_sync_any()
                 } else {
                     view! {
                         <ol class="runs">
@@ -158,7 +188,7 @@ fn Detail(
                                 }
                             }).collect_view()}
                         </ol>
-                    }.into_any()
+                    }.into_sync_any()
                 }}
             </section>
         </div>
@@ -169,7 +199,7 @@ fn Detail(
                 "Run with mode Failed only to retry just these."
             </p>
             {if detail.recent_failures.is_empty() {
-                view! { <p class="empty">"No unresolved failures."</p> }.into_any()
+                view! { <p class="empty">"No unresolved failures."</p> }.into_sync_any()
             } else {
                 view! {
                     <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
@@ -185,16 +215,16 @@ fn Detail(
                             <tbody>
                                 {detail.recent_failures.into_iter().map(|f| view! {
                                     <tr>
-                                        <td class="num mono">{f.user_id}</td>
+                                        <td class="num mono" data-label="User">{f.user_id}</td>
                                         <td class="error-text">{f.error}</td>
-                                        <td class="num">{f.attempts}</td>
-                                        <td>{time_cell(Some(f.last_failed_at))}</td>
+                                        <td class="num" data-label="Attempts">{f.attempts}</td>
+                                        <td class="failed-at">{time_cell(Some(f.last_failed_at))}</td>
                                     </tr>
                                 }).collect_view()}
                             </tbody>
                         </table>
                     </div>
-                }.into_any()
+                }.into_sync_any()
             }}
         </section>
     }

@@ -1,6 +1,10 @@
-//! The jobs table: one row per job, with a confirmed Stop on active rows.
+//! The jobs table: one row per job, with a progress bar and a confirmed Stop
+//! on active rows. Nine columns fit a 1366 px laptop without sideways
+//! scrolling; below 720 px each row becomes a card (see `style/main.css`).
 
-use super::format::{duration_secs, exact_time, relative_time, thousands, truncate};
+use super::format::{duration_secs, exact_time, machine_time, relative_time, thousands, truncate};
+use super::progress_bar::JobProgressBar;
+use super::sync_any::IntoSyncAny;
 use crate::backfill::api::Stop;
 use crate::backfill::domain::{Job, JobStatus};
 use leptos::prelude::*;
@@ -27,7 +31,7 @@ pub fn JobsTable(
                 <p class="muted">"Start a dry run with a blank job key to rehearse, then a real run."</p>
             </div>
         }
-        .into_any();
+        .into_sync_any();
     }
     view! {
         <div class="table-wrap" tabindex="0" role="region" aria-label="Jobs table">
@@ -43,7 +47,6 @@ pub fn JobsTable(
                         <th scope="col" class="num">"Skipped"</th>
                         <th scope="col">"Rate · ETA"</th>
                         <th scope="col">"Last error"</th>
-                        <th scope="col">"Started by"</th>
                         <th scope="col">"Updated"</th>
                     </tr>
                 </thead>
@@ -56,21 +59,18 @@ pub fn JobsTable(
             </table>
         </div>
     }
-    .into_any()
+    .into_sync_any()
 }
 
 #[component]
 fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
     let href = format!("/jobs/{}", job.job_key);
-    let rate = match (job.throughput_per_sec, job.eta_secs) {
-        (Some(rate), Some(eta)) => format!(
-            "{} users/s · ~{} left",
-            thousands(rate.round() as i64),
-            duration_secs(eta)
-        ),
-        (Some(rate), None) => format!("{} users/s", thousands(rate.round() as i64)),
-        _ => "—".into(),
-    };
+    let rate = job.throughput_per_sec.map(|rate| {
+        let eta = job
+            .eta_secs
+            .map(|eta| view! { <span class="eta">"~" {duration_secs(eta)} " left"</span> });
+        view! { <span>{thousands(rate.round() as i64)} " users/s"</span> {eta} }
+    });
     let error_view = job.last_error.clone().map(|error| {
         let (short, cut) = truncate(&error, 60);
         if cut {
@@ -80,31 +80,51 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
                     <p>{error}</p>
                 </details>
             }
-            .into_any()
+            .into_sync_any()
         } else {
-            view! { <span class="error-text">{error}</span> }.into_any()
+            view! { <span class="error-text">{error}</span> }.into_sync_any()
         }
     });
+    let rate_class = if rate.is_some() {
+        "rate"
+    } else {
+        "rate is-empty"
+    };
+    let error_class = if error_view.is_some() {
+        "last-error"
+    } else {
+        "last-error is-empty"
+    };
+    let owner = job
+        .started_by
+        .clone()
+        .map(|email| view! { " · by " <span class="owner">{email}</span> });
     view! {
         <tr>
             <th scope="row">
                 <a class="job-link" rel="external" href=href>{job.job_key.clone()}</a>
                 {job.dry_run.then(|| view! { <span class="marker" title="Dry run: nothing is written">"dry run"</span> })}
-                <span class="mode">{job.mode.as_str()}</span>
+                <span class="job-meta">{job.mode.as_str()} {owner}</span>
             </th>
-            <td>
+            <td class="status-td">
                 <StatusCell job=job.clone() />
                 <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
             </td>
-            <td class="progress">{job.progress_label.clone()}</td>
-            <td class="num">{thousands(job.processed)}</td>
-            <td class="num">{thousands(job.failed)}</td>
-            <td class="num">{thousands(job.skipped)}</td>
-            <td class="rate">{rate}</td>
-            <td class="last-error">{error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}</td>
-            <td>{job.started_by.clone().unwrap_or_else(|| "—".into())}</td>
-            <td>
-                <time datetime=job.updated_at.to_rfc3339() title=exact_time(job.updated_at)>
+            <td class="progress-cell">
+                <JobProgressBar job=job.clone() />
+                <span class="progress">{job.progress_label.clone()}</span>
+            </td>
+            <td class="num" data-label="Processed">{thousands(job.processed)}</td>
+            <td class="num" data-label="Failed">{thousands(job.failed)}</td>
+            <td class="num" data-label="Skipped">{thousands(job.skipped)}</td>
+            <td class=rate_class>
+                {rate.map(|r| r.into_sync_any()).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
+            </td>
+            <td class=error_class>
+                {error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
+            </td>
+            <td class="updated">
+                <time datetime=machine_time(job.updated_at) title=exact_time(job.updated_at)>
                     {relative_time(job.updated_at)}
                 </time>
             </td>
@@ -130,6 +150,18 @@ fn StatusCell(job: Job) -> impl IntoView {
 #[derive(Clone, Copy)]
 pub struct StopRequests(pub RwSignal<Vec<String>>);
 
+/// The key whose Stop is waiting for its confirmation. The page keeps it,
+/// not the button: every refresh (2 s while a job runs) rebuilds the rows and
+/// the job page, which would close the question under the operator's cursor.
+#[derive(Clone, Copy)]
+pub struct StopConfirmation(pub RwSignal<Option<String>>);
+
+impl StopConfirmation {
+    pub fn provide() {
+        provide_context(StopConfirmation(RwSignal::new(None)));
+    }
+}
+
 #[component]
 pub fn StopButton(
     job_key: String,
@@ -137,7 +169,7 @@ pub fn StopButton(
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     if !can_stop {
-        return ().into_any();
+        return ().into_sync_any();
     }
     let stop = ServerAction::<Stop>::new();
     Effect::new(move |_| {
@@ -145,9 +177,15 @@ pub fn StopButton(
             on_changed();
         }
     });
-    let confirming = RwSignal::new(false);
-    let requests = use_context::<StopRequests>();
+    let confirmation =
+        use_context::<StopConfirmation>().unwrap_or_else(|| StopConfirmation(RwSignal::new(None)));
     let key = StoredValue::new(job_key);
+    let confirming = move || {
+        confirmation
+            .0
+            .with(|open| open.as_deref() == Some(key.get_value().as_str()))
+    };
+    let requests = use_context::<StopRequests>();
     let error = move || {
         stop.value()
             .get()
@@ -156,41 +194,46 @@ pub fn StopButton(
     };
     view! {
         <div class="stop">
-            <Show
-                when=move || confirming.get()
-                fallback=move || view! {
-                    <button
-                        type="button"
-                        class="button danger small"
-                        aria-label=format!("Stop {}", key.get_value())
-                        on:click=move |_| confirming.set(true)
-                    >
-                        "Stop"
-                    </button>
+            {move || {
+                if confirming() {
+                    view! {
+                        <div class="confirm" role="group" aria-label=format!("Confirm stopping {}", key.get_value())>
+                            <span>"Stop this job?"</span>
+                            <button
+                                type="button"
+                                class="button danger small"
+                                on:click=move |_| {
+                                    confirmation.0.set(None);
+                                    if let Some(requests) = requests {
+                                        requests.0.update(|keys| keys.push(key.get_value()));
+                                    }
+                                    stop.dispatch(Stop { job_key: key.get_value() });
+                                }
+                            >
+                                "Confirm stop"
+                            </button>
+                            <button type="button" class="button ghost small" on:click=move |_| confirmation.0.set(None)>
+                                "Cancel"
+                            </button>
+                        </div>
+                    }
+                    .into_sync_any()
+                } else {
+                    view! {
+                        <button
+                            type="button"
+                            class="button danger small"
+                            aria-label=format!("Stop {}", key.get_value())
+                            on:click=move |_| confirmation.0.set(Some(key.get_value()))
+                        >
+                            "Stop"
+                        </button>
+                    }
+                    .into_sync_any()
                 }
-            >
-                <div class="confirm" role="group" aria-label=move || format!("Confirm stopping {}", key.get_value())>
-                    <span>"Stop this job?"</span>
-                    <button
-                        type="button"
-                        class="button danger small"
-                        on:click=move |_| {
-                            confirming.set(false);
-                            if let Some(requests) = requests {
-                                requests.0.update(|keys| keys.push(key.get_value()));
-                            }
-                            stop.dispatch(Stop { job_key: key.get_value() });
-                        }
-                    >
-                        "Confirm stop"
-                    </button>
-                    <button type="button" class="button ghost small" on:click=move |_| confirming.set(false)>
-                        "Cancel"
-                    </button>
-                </div>
-            </Show>
+            }}
             <p class="field-error" role="alert">{error}</p>
         </div>
     }
-    .into_any()
+    .into_sync_any()
 }

@@ -1,0 +1,21 @@
+import { expect, type Page } from "@playwright/test";
+import { waitForHydration } from "./login-page";
+
+// `/jobs/:key`: one job in full.
+export class JobPage {
+  constructor(readonly page: Page, readonly jobKey: string) {}
+
+  async goto() {
+    await this.page.goto(`/jobs/${this.jobKey}`);
+    await expect(this.page.getByRole("heading", { name: "Effective options" })).toBeVisible();
+    await waitForHydration(this.page);
+  }
+
+  progressBar = () => this.page.getByRole("progressbar", { name: `Coverage of ${this.jobKey}` });
+  sparkline = () => this.page.getByRole("img", { name: /^Throughput over the last few minutes/ });
+
+  async stop() {
+    await this.page.getByRole("button", { name: `Stop ${this.jobKey}` }).click();
+    await this.page.getByRole("button", { name: "Confirm stop" }).click();
+  }
+}
