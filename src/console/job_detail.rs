@@ -13,7 +13,7 @@ use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
-use crate::backfill::domain::{JobDetail, StartOptions};
+use crate::backfill::domain::{Coverage, JobDetail, StartOptions};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -146,6 +146,18 @@ fn Detail(
             {job.status.is_active().then(|| view! { <ThroughputSparkline history /> })}
             </div>
         </section>
+        {job.unreadable_reason.clone().map(|reason| view! {
+            <section class="notice error" role="alert">
+                <h2>"This version cannot read this job"</h2>
+                <p>"Its row was written by another release and " {reason} "."</p>
+                <p>
+                    "It is never resumed. To run it again, start it with "
+                    <strong>"Reset cursor"</strong>
+                    ": that rewrites its options and scans every user from the beginning."
+                </p>
+            </section>
+        })}
+        <CoverageCheck coverage=detail.coverage.clone() dry_run=job.dry_run />
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>
             {match job.last_error.clone() {
@@ -266,5 +278,56 @@ fn OptionsList(options: StartOptions) -> impl IntoView {
         <dl class="options">
             {rows.into_iter().map(|(label, value)| view! { <div><dt>{label}</dt><dd>{value}</dd></div> }).collect_view()}
         </dl>
+    }
+}
+
+/// The proof of coverage: every user up to the cursor written, failed, or
+/// skipped with a reason; shown once the job is idle.
+#[component]
+fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
+    let body = match coverage {
+        None => view! {
+            <p class="muted">"Checked when no run is active: the counters and the cursor must hold still."</p>
+        }
+        .into_sync_any(),
+        Some(c) => {
+            let complete = c.unaccounted == 0
+                && c.counters_match
+                && c.missing_from_graph.unwrap_or(0) == 0;
+            let verdict = if complete {
+                "Every user up to the cursor is accounted for."
+            } else {
+                "Some users up to the cursor are not accounted for."
+            };
+            view! {
+                <p class=if complete { "coverage-verdict ok" } else { "coverage-verdict bad" } role="status">
+                    {verdict}
+                </p>
+                <dl class="facts coverage">
+                    <div><dt>"Users up to the cursor"</dt><dd>{thousands(c.users_up_to_cursor)}</dd></div>
+                    <div><dt>"Eligible (not deleted, with an identifier)"</dt><dd>{thousands(c.eligible_up_to_cursor)}</dd></div>
+                    <div>
+                        <dt>{if dry_run { "Written (a rehearsal writes nothing)" } else { "Written" }}</dt>
+                        <dd>{thousands(c.written)}</dd>
+                    </div>
+                    <div><dt>"Unresolved failures"</dt><dd>{thousands(c.unresolved_failures)}</dd></div>
+                    <div><dt>"Unaccounted for"</dt><dd>{thousands(c.unaccounted)}</dd></div>
+                    <div>
+                        <dt>"Counters add up"</dt>
+                        <dd>{if c.counters_match { "yes" } else { "no" }}</dd>
+                    </div>
+                    {c.missing_from_graph.map(|missing| view! {
+                        <div><dt>"Missing from the built-in graph"</dt><dd>{thousands(missing)}</dd></div>
+                    })}
+                </dl>
+            }
+            .into_sync_any()
+        }
+    };
+    view! {
+        <section class="card" aria-labelledby="coverage-title">
+            <h2 id="coverage-title">"Coverage check"</h2>
+            {body}
+        </section>
     }
 }

@@ -18,6 +18,7 @@ pub fn job_title(job: &Job) -> String {
         JobStatus::Completed => "✓",
         JobStatus::Failed => "✕",
         JobStatus::Archived => "·",
+        JobStatus::Unreadable => "?",
     };
     let state = match covered_share(job) {
         Some(share) if job.status.is_active() => {

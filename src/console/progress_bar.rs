@@ -1,24 +1,20 @@
 //! Progress bars: the share of the source a job's cursor has covered.
 //!
-//! The share is the cursor over the highest user id when the run started.
-//! The API does not keep that id on the run yet (it needs a
-//! `source_max_id: Option<i64>` on `Job`), so [`source_max_id`] returns
-//! `None` and, while a full-mode run is active, the denominator is estimated
-//! from the ETA the server already sends: the server computes
+//! The share is the cursor over the highest user id when the run started,
+//! which the server keeps on the job (`Job::source_max_id`). A row written
+//! before that field existed has none; while such a full-mode run is active
+//! the denominator is estimated from the ETA the server sends (it computes
 //! `eta = ceil((max_id - cursor) / rate)`, so `cursor + eta × rate` is the
-//! highest id, give or take one second of work. Without either, the bar says
-//! the share is unknown instead of guessing.
+//! highest id, give or take one second of work). Without either, the bar
+//! says the share is unknown instead of guessing.
 
 use super::format::thousands;
 use crate::backfill::domain::{Job, JobStatus, Mode};
 use leptos::prelude::*;
 
 /// The highest user id when the job's run started, as kept on the run.
-///
-/// Wiring: once `Job` carries `source_max_id`, this becomes
-/// `job.source_max_id`.
-pub fn source_max_id(_job: &Job) -> Option<i64> {
-    None
+pub fn source_max_id(job: &Job) -> Option<i64> {
+    job.source_max_id
 }
 
 /// What a bar divides the cursor by, and whether that number is an estimate.

@@ -2,6 +2,7 @@
 //! in the browser with the same `StartRequest` rules the server applies.
 
 use super::format::thousands;
+use super::sync_any::IntoSyncAny;
 use crate::backfill::api::Start;
 use crate::backfill::domain::*;
 use crate::error::AppError;
@@ -191,6 +192,12 @@ pub fn StartForm(
             DEFAULT_JOB_KEY.to_string()
         }
     };
+    // The key the server will record the run under, by the same rule it
+    // applies, so a rehearsal's `:dry-run` twin is visible before submitting.
+    let key_to_use = move || {
+        JobKey::parse(Some(&form.job_key.get()), form.dry_run.get())
+            .map(|key| key.as_str().to_string())
+    };
 
     view! {
         <section class="card start" aria-labelledby="start-title">
@@ -207,7 +214,7 @@ pub fn StartForm(
                         type="text"
                         autocomplete="off"
                         spellcheck="false"
-                        maxlength="200"
+                        maxlength=MAX_JOB_KEY_LEN.to_string()
                         placeholder=key_placeholder
                         aria-describedby="job_key-help job_key-error"
                         aria-invalid=move || field_error("job_key").get().is_some().to_string()
@@ -218,6 +225,18 @@ pub fn StartForm(
                         "1–120 characters of a–z 0–9 . _ : -. Leave blank for the default key; a blank dry run uses the separate :dry-run key."
                     </p>
                     <FieldError id="job_key-error" message=field_error("job_key") />
+                    <p class="help" data-testid="key-to-use" aria-live="polite">
+                        {move || match key_to_use() {
+                            Ok(key) => {
+                                view! { "This run will use the key " <code>{key}</code> "." }
+                                    .into_sync_any()
+                            }
+                            Err(error) => {
+                                view! { <span class="error-text">{error.message}</span> }
+                                    .into_sync_any()
+                            }
+                        }}
+                    </p>
                 </div>
                 <div class="field-grid">
                     {NUMBER_OPTIONS
