@@ -161,15 +161,7 @@ async fn a_stop_goes_stopping_then_stopped_and_a_rerun_continues(pool: PgPool) {
         json!({"job_key": "stoppable", "batch_size": 10, "sleep_ms": 150, "concurrency": 2}),
     );
     engine.start(&start, "ops@example.com").await.unwrap();
-    wait_for(Duration::from_secs(10), async || {
-        store::get_job(&pool, "stoppable")
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor
-            >= 30
-    })
-    .await;
+    wait_for_cursor(&pool, "stoppable", 30).await;
 
     let again = engine.start(&start, "other@example.com").await.unwrap();
     assert!(
@@ -532,15 +524,7 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
     assert!(a.is_live("shared") && !b.is_live("shared"));
 
     // A stop sent through B reaches the run on A within about 2 s.
-    wait_for(Duration::from_secs(10), async || {
-        store::get_job(&pool, "shared")
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor
-            > 0
-    })
-    .await;
+    wait_for_cursor(&pool, "shared", 1).await;
     let asked = std::time::Instant::now();
     b.stop("shared", "ops@example.com").await.unwrap();
     let row = wait_until_idle(&pool, "shared", Duration::from_secs(5)).await;
@@ -559,15 +543,7 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
             .unwrap()
             .started
     );
-    wait_for(Duration::from_secs(10), async || {
-        store::get_job(&pool, "shared")
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor
-            > row.cursor + 20
-    })
-    .await;
+    wait_for_cursor(&pool, "shared", row.cursor + 20 + 1).await;
     a.kill_without_cleanup();
     let abandoned = store::get_job(&pool, "shared").await.unwrap().unwrap();
     assert_eq!(
@@ -588,12 +564,7 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
     assert!(b.is_live("shared"));
     let done = wait_until_idle(&pool, "shared", Duration::from_secs(60)).await;
     assert_eq!(done.status().unwrap(), JobStatus::Completed);
-    let written = graph.written_counts();
-    let lost: Vec<i64> = eligible_ids(&pool)
-        .await
-        .into_iter()
-        .filter(|id| !written.contains_key(id))
-        .collect();
+    let lost = lost_users(&pool, &graph).await;
     assert!(lost.is_empty(), "no user lost: {lost:?}");
     let runs = store::recent_runs(&pool, "shared", 10).await.unwrap();
     assert!(
@@ -615,15 +586,7 @@ async fn shutdown_checkpoints_and_pauses_interrupted_then_resumes(pool: PgPool) 
         )
         .await
         .unwrap();
-    wait_for(Duration::from_secs(10), async || {
-        store::get_job(&pool, "restartable")
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor
-            >= 50
-    })
-    .await;
+    wait_for_cursor(&pool, "restartable", 50).await;
     shutdown.cancel();
     first.wait_for_runs(Duration::from_secs(5)).await;
     let row = store::get_job(&pool, "restartable").await.unwrap().unwrap();
@@ -772,12 +735,7 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
         && run.processed >= 0
         && run.failed >= 0
         && run.skipped >= 0));
-    let written = graph.written_counts();
-    let lost: Vec<i64> = eligible_ids(&pool)
-        .await
-        .into_iter()
-        .filter(|id| !written.contains_key(id))
-        .collect();
+    let lost = lost_users(&pool, &graph).await;
     assert!(lost.is_empty(), "no user lost: {lost:?}");
     let job = done.to_job(900_000);
     assert_eq!(job.scanned, 600, "each user counted once");
@@ -803,15 +761,7 @@ async fn database_trouble_pauses_interrupted_and_the_watchdog_finishes_the_job(p
         )
         .await
         .unwrap();
-    wait_for(Duration::from_secs(10), async || {
-        store::get_job(&pool, "weathered")
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor
-            > 0
-    })
-    .await;
+    wait_for_cursor(&pool, "weathered", 1).await;
 
     // For two seconds, terminate every connection the app holds, again and again.
     let mut killer = pool.acquire().await.unwrap();
@@ -857,12 +807,7 @@ async fn database_trouble_pauses_interrupted_and_the_watchdog_finishes_the_job(p
         runs.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()
     );
     assert!(runs.iter().any(|run| run.trigger == "watchdog"));
-    let written = graph.written_counts();
-    let lost: Vec<i64> = eligible_ids(&pool)
-        .await
-        .into_iter()
-        .filter(|id| !written.contains_key(id))
-        .collect();
+    let lost = lost_users(&pool, &graph).await;
     assert!(lost.is_empty(), "no user lost: {lost:?}");
     assert_eq!(done.processed + done.failed + done.skipped, 4_000);
 }

@@ -478,7 +478,8 @@ impl StartRequest {
     }
 }
 
-const START_FIELDS: [&str; 11] = [
+/// Every field `start` takes.
+pub const START_FIELDS: [&str; 11] = [
     "job_key",
     "batch_size",
     "sleep_ms",

@@ -447,16 +447,7 @@ impl Runner {
         }
         batch.consecutive_failures = self.streak.load(Ordering::SeqCst);
 
-        if !store::checkpoint(
-            &self.pool,
-            &key,
-            &self.lease.token,
-            self.lease.run_id,
-            &batch,
-        )
-        .await
-        .map_err(StepError::at("writing the checkpoint"))?
-        {
+        if !self.write_checkpoint(&batch).await? {
             return Ok(Step::LostLease);
         }
         if let Some(cursor) = batch.cursor {
@@ -469,6 +460,19 @@ impl Runner {
         Ok(Step::Continue)
     }
 
+    /// `false` when the lease was lost and nothing was written.
+    async fn write_checkpoint(&self, batch: &Checkpoint) -> Result<bool, StepError> {
+        store::checkpoint(
+            &self.pool,
+            &self.lease.job_key,
+            &self.lease.token,
+            self.lease.run_id,
+            batch,
+        )
+        .await
+        .map_err(StepError::at("writing the checkpoint"))
+    }
+
     /// Nothing left in the current phase: the retry pass is done (saved as
     /// such), or the scan reached the end of the source.
     async fn phase_exhausted(&mut self) -> Result<Step, StepError> {
@@ -479,16 +483,7 @@ impl Runner {
                     consecutive_failures: self.streak.load(Ordering::SeqCst),
                     ..Default::default()
                 };
-                if !store::checkpoint(
-                    &self.pool,
-                    &self.lease.job_key,
-                    &self.lease.token,
-                    self.lease.run_id,
-                    &done,
-                )
-                .await
-                .map_err(StepError::at("writing the checkpoint"))?
-                {
+                if !self.write_checkpoint(&done).await? {
                     return Ok(Step::LostLease);
                 }
                 self.pass = None;

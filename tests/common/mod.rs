@@ -185,3 +185,24 @@ pub async fn eligible_ids(pool: &PgPool) -> Vec<i64> {
     .await
     .unwrap()
 }
+
+/// Waits until the job's cursor has passed `at_least`.
+pub async fn wait_for_cursor(pool: &PgPool, key: &str, at_least: i64) {
+    wait_for(Duration::from_secs(10), async || {
+        store::get_job(pool, key)
+            .await
+            .unwrap()
+            .is_some_and(|row| row.cursor >= at_least)
+    })
+    .await
+}
+
+/// Eligible users the graph server never acknowledged: must be empty.
+pub async fn lost_users(pool: &PgPool, graph: &graph::GraphServer) -> Vec<i64> {
+    let written = graph.written_counts();
+    eligible_ids(pool)
+        .await
+        .into_iter()
+        .filter(|id| !written.contains_key(id))
+        .collect()
+}
