@@ -523,8 +523,7 @@ async fn rows_from_other_releases_read_with_defaults_and_resume(pool: PgPool) {
 
     // The watchdog (its pass at start-up) resumes a row that lacks a field,
     // with the default.
-    let row = wait_until_idle(&pool, "lacks-batch-size", Duration::from_secs(60)).await;
-    assert_eq!(row.status(), Some(JobStatus::Completed));
+    let row = wait_until_status(&pool, "lacks-batch-size", JobStatus::Completed).await;
     let runs = identity_graph_backfill::backfill::store::recent_runs(&pool, "lacks-batch-size", 10)
         .await
         .unwrap();
@@ -534,7 +533,7 @@ async fn rows_from_other_releases_read_with_defaults_and_resume(pool: PgPool) {
     assert_eq!(row.run_scanned, 100, "one run scanned every user");
 
     // A restart keeps the unknown field it cannot read.
-    wait_until_idle(&pool, "extra-field", Duration::from_secs(60)).await;
+    wait_until_status(&pool, "extra-field", JobStatus::Completed).await;
     let (status, body) = app
         .call(
             Some(&cookie),
@@ -753,10 +752,10 @@ async fn an_upgrade_from_the_previous_release_keeps_every_job_working(pool: PgPo
     );
     assert_eq!(q1["coverage"]["unaccounted"], 0);
 
-    // The watchdog's pass at start-up resumed the paused job and the orphaned one.
+    // The watchdog's pass at start-up resumes the paused job and, once it has
+    // marked its lease expired, the orphaned one.
     for key in ["orphaned", "paused-real"] {
-        let row = wait_until_idle(&pool, key, Duration::from_secs(60)).await;
-        assert_eq!(row.status(), Some(JobStatus::Completed), "{key}");
+        let row = wait_until_status(&pool, key, JobStatus::Completed).await;
         assert_eq!(row.cursor, 500);
         let runs = identity_graph_backfill::backfill::store::recent_runs(&pool, key, 10)
             .await

@@ -206,3 +206,15 @@ pub async fn lost_users(pool: &PgPool, graph: &graph::GraphServer) -> Vec<i64> {
         .filter(|id| !written.contains_key(id))
         .collect()
 }
+
+/// Waits until the job reaches `status` (a resume may still be on its way).
+pub async fn wait_until_status(pool: &PgPool, key: &str, status: JobStatus) -> store::JobRow {
+    wait_for(Duration::from_secs(60), async || {
+        store::get_job(pool, key)
+            .await
+            .unwrap()
+            .is_some_and(|row| row.status() == Some(status))
+    })
+    .await;
+    store::get_job(pool, key).await.unwrap().unwrap()
+}
