@@ -11,6 +11,7 @@ export class ConsolePage {
   }
 
   jobKey = () => this.page.getByLabel("Job key");
+  keyToUse = () => this.page.getByTestId("key-to-use");
   field = (label: string) => this.page.getByLabel(label, { exact: false });
   toggle = (name: string) => this.page.getByRole("switch", { name });
   startButton = () => this.page.getByRole("button", { name: /^Start (dry )?run$/ });

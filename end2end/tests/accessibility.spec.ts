@@ -24,8 +24,8 @@ test("login, console, job detail and reporting have no serious or critical axe v
   expect(await seriousViolations(page)).toEqual([]);
 
   await console.start({ key: "e2e-a11y", dryRun: true, numbers: { "Sleep between batches": "0" } });
-  await expect(console.startResult()).toContainText("Started e2e-a11y.");
-  await page.goto("/jobs/e2e-a11y");
+  await expect(console.startResult()).toContainText("Started e2e-a11y:dry-run.");
+  await page.goto("/jobs/e2e-a11y:dry-run");
   await expect(page.getByRole("heading", { name: "Effective options" })).toBeVisible();
   expect(await seriousViolations(page)).toEqual([]);
   await screenshots(page, testInfo, "job-detail-dry-run");

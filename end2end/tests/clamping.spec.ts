@@ -29,13 +29,13 @@ test("out-of-range values are clamped and shown; a bad key is refused inline", a
     numbers: { "Batch size": "5000", "Sleep between batches": "-5", Concurrency: "999" },
   });
   const result = console.startResult();
-  await expect(result).toContainText("Started e2e-clamped.");
+  await expect(result).toContainText("Started e2e-clamped:dry-run.");
   await expect(result).toContainText("batch_size: asked 5000, using 1000");
   await expect(result).toContainText("sleep_ms: asked -5, using 0");
   await expect(result).toContainText("concurrency: asked 999, using 64");
   await expect(page.getByRole("textbox", { name: /^Batch size/ })).toHaveValue("1000");
 
-  await console.row("e2e-clamped").getByRole("link", { name: "e2e-clamped" }).click();
+  await console.row("e2e-clamped:dry-run").getByRole("link", { name: "e2e-clamped:dry-run" }).click();
   const options = page.locator("dl.options");
   await expect(options).toContainText("Batch size1,000");
   await expect(options).toContainText("Concurrency64");

@@ -4,6 +4,19 @@ import { LoginPage } from "../pages/login-page";
 import { ALLOWED, DEMO_USERS } from "../support/accounts";
 import { screenshots } from "../support/screens";
 
+test("the form shows the key a rehearsal of a named key will use", async ({ page }) => {
+  await new LoginPage(page).signIn(ALLOWED);
+  const console = new ConsolePage(page);
+  await console.goto();
+  await console.jobKey().fill("q1");
+  await expect(console.keyToUse()).toContainText("This run will use the key q1.");
+  await console.toggle("Dry run").click();
+  await expect(console.keyToUse()).toContainText("This run will use the key q1:dry-run.");
+  await console.toggle("Dry run").click();
+  await console.jobKey().fill("q1:dry-run");
+  await expect(console.keyToUse()).toContainText("a real run needs a key that does not end in :dry-run");
+});
+
 test("a dry run with a blank key runs under :dry-run and skips everyone", async ({ page }, testInfo) => {
   await new LoginPage(page).signIn(ALLOWED);
   const console = new ConsolePage(page);
