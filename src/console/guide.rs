@@ -89,7 +89,7 @@ pub fn ReaderView() -> impl IntoView {
                         <ul>
                             <li>"Scans the same candidate users a real run would, and writes none of them. Every user counts as skipped, reason dry-run."</li>
                             <li>"Needs no Identity Graph connection: safe as a rehearsal, or to estimate how many users a run would touch."</li>
-                            <li>"With a blank job key it is recorded under a separate :dry-run key, so it never disturbs the real job's cursor."</li>
+                            <li>"It is always recorded under its key plus :dry-run (a blank key gives identity-graph-users:dry-run), so it never disturbs the real job's cursor."</li>
                         </ul>
                     </article>
                     <article>

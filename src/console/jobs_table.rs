@@ -28,7 +28,7 @@ pub fn JobsTable(
         return view! {
             <div class="empty">
                 <p><strong>"No jobs yet."</strong></p>
-                <p class="muted">"Start a dry run with a blank job key to rehearse, then a real run."</p>
+                <p class="muted">"Start a dry run to rehearse, then a real run with the same key."</p>
             </div>
         }
         .into_sync_any();

@@ -222,7 +222,7 @@ pub fn StartForm(
                         on:input=move |ev| form.job_key.set(event_target_value(&ev))
                     />
                     <p id="job_key-help" class="help">
-                        "1–120 characters of a–z 0–9 . _ : -. Leave blank for the default key; a blank dry run uses the separate :dry-run key."
+                        "1–120 characters of a–z 0–9 . _ : -. Leave blank for the default key. A dry run is recorded under the key plus :dry-run."
                     </p>
                     <FieldError id="job_key-error" message=field_error("job_key") />
                     <p class="help" data-testid="key-to-use" aria-live="polite">
