@@ -698,17 +698,23 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
     for watchdog in [&a, &b] {
         wait_for(Duration::from_secs(10), async || graph.request_count() > 20).await;
         // The run is alive, but its lease looks expired (a stalled heartbeat).
-        sqlx::query(
-            "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now() - interval '1 hour'
-             WHERE job_key = 'fenced'",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            watchdog.watchdog_tick().await.unwrap(),
-            vec!["fenced".to_string()]
-        );
+        // Its own heartbeat may renew it before the tick reads it; then the
+        // tick rightly takes nothing, and the lapse is staged again.
+        let mut resumed = Vec::new();
+        for _ in 0..5 {
+            sqlx::query(
+                "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now() - interval '1 hour'
+                 WHERE job_key = 'fenced'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            resumed = watchdog.watchdog_tick().await.unwrap();
+            if !resumed.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(resumed, vec!["fenced".to_string()]);
         assert!(open_runs(&pool, "fenced").await <= 1);
         let counts_before = graph.request_count();
         wait_for(Duration::from_secs(10), async || {
