@@ -16,6 +16,8 @@ pub mod backfill;
 pub mod console;
 pub mod error;
 pub mod reporting;
+#[cfg(feature = "ssr")]
+pub mod request_context;
 
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use identity_graph_backfill::backfill::{
-    domain::{JobStatus, START_FIELDS},
+    domain::{start_fields, JobStatus},
     sinks::{postgres::linked_users, postgres::PostgresGraph, IdentityGraph, SourceUser},
 };
 use serde_json::{json, Value};
@@ -491,7 +491,7 @@ fn full_options(key: &str) -> Value {
 async fn rows_from_other_releases_read_with_defaults_and_resume(pool: PgPool) {
     seed(&pool, 100).await;
     // Every start option but the key, which a row always carries as a column.
-    for field in START_FIELDS.into_iter().filter(|f| *f != "job_key") {
+    for field in start_fields().into_iter().filter(|f| *f != "job_key") {
         let key = format!("lacks-{}", field.replace('_', "-"));
         let mut options = full_options(&key);
         options.as_object_mut().unwrap().remove(field);

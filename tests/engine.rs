@@ -797,7 +797,7 @@ async fn database_trouble_pauses_interrupted_and_the_watchdog_finishes_the_job(p
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let done = loop {
         let row = store::get_job(&pool, "weathered").await.unwrap().unwrap();
-        statuses.insert(row.status.clone());
+        statuses.insert(row.status.to_string());
         if row.status == "completed" {
             break row;
         }

@@ -149,10 +149,10 @@ pub async fn logout() -> Result<(), AppError> {
 
 #[server(prefix = "/api/identity-graph-backfill", endpoint = "me", input = Json)]
 pub async fn me() -> Result<AdminIdentity, AppError> {
-    let state = crate::server::state()?;
+    let state = crate::request_context::shared::<ssr::AccessState>()?;
     let admin = ssr::require_admin().await?;
     Ok(AdminIdentity {
-        allowed: can_access_identity_graph_backfill(&admin.email, &state.config.admins),
+        allowed: state.is_allowed(&admin.email),
         email: admin.email,
     })
 }

@@ -7,28 +7,30 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 #[cfg(feature = "ssr")]
-use crate::{access::ssr::require_allowed_admin, server::state};
+use crate::{
+    access::ssr::require_allowed_admin, backfill::engine::Engine, request_context::shared,
+};
 
 #[server(prefix = "/api/identity-graph-backfill", endpoint = "list", input = Json)]
 pub async fn list() -> Result<ListResponse, AppError> {
     require_allowed_admin().await?;
-    state()?.engine.list().await
+    shared::<Engine>()?.list().await
 }
 
 #[server(prefix = "/api/identity-graph-backfill", endpoint = "start", input = Json)]
 pub async fn start(#[server(flatten)] options: StartRequest) -> Result<StartResponse, AppError> {
     let admin = require_allowed_admin().await?;
-    state()?.engine.start(&options, &admin.email).await
+    shared::<Engine>()?.start(&options, &admin.email).await
 }
 
 #[server(prefix = "/api/identity-graph-backfill", endpoint = "stop", input = Json)]
 pub async fn stop(job_key: String) -> Result<StopResponse, AppError> {
     let admin = require_allowed_admin().await?;
-    state()?.engine.stop(&job_key, &admin.email).await
+    shared::<Engine>()?.stop(&job_key, &admin.email).await
 }
 
 #[server(name = GetJob, prefix = "/api/identity-graph-backfill", endpoint = "job", input = Json)]
 pub async fn job(job_key: String) -> Result<JobDetail, AppError> {
     require_allowed_admin().await?;
-    state()?.engine.detail(&job_key).await
+    shared::<Engine>()?.detail(&job_key).await
 }

@@ -6,10 +6,11 @@
 
 use super::domain::*;
 use super::runner::{Lease, Position, RunSignals, Runner};
-use super::sinks::{self, IdentityGraph};
+use super::sinks::IdentityGraph;
+use super::source;
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
-use crate::server::{config::SinkConfig, internal_error, Config};
+use crate::request_context::internal_error;
 use sqlx::PgPool;
 use std::{
     collections::HashMap,
@@ -19,6 +20,17 @@ use std::{
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
+
+/// What the engine takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How often the watchdog looks for expired leases and paused runs.
+    pub watchdog_interval: Duration,
+    /// How long a run's lease lasts without a heartbeat.
+    pub lease_ttl: Duration,
+    /// The runtime cap a start gets when it names none.
+    pub ui_runtime_cap_ms: u64,
+}
 
 struct LiveRun {
     run_id: i64,
@@ -30,7 +42,7 @@ struct LiveRun {
 
 struct Inner {
     pool: PgPool,
-    config: Arc<Config>,
+    settings: EngineSettings,
     sink: Option<Arc<dyn IdentityGraph>>,
     replica_id: String,
     live: Mutex<HashMap<String, LiveRun>>,
@@ -63,12 +75,18 @@ const REPLACED_RUN_LIMIT: Duration = Duration::from_secs(5);
 const RESUME_AFTER_TROUBLE: Duration = Duration::from_secs(1);
 
 impl Engine {
-    pub fn new(pool: PgPool, config: Arc<Config>, shutdown: CancellationToken) -> Self {
-        let sink = sinks::from_config(&config.sink, &pool);
+    /// `sink` is `None` when no Identity Graph is configured: real runs are
+    /// refused and the watchdog resumes nothing.
+    pub fn new(
+        pool: PgPool,
+        settings: EngineSettings,
+        sink: Option<Arc<dyn IdentityGraph>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pool,
-                config,
+                settings,
                 sink,
                 replica_id: replica_id(),
                 live: Mutex::new(HashMap::new()),
@@ -95,7 +113,7 @@ impl Engine {
     }
 
     fn runtime_default(&self) -> u64 {
-        self.inner.config.ui_runtime_cap_ms
+        self.inner.settings.ui_runtime_cap_ms
     }
 
     /// Runs active in this process (the "Active Runs" card).
@@ -177,7 +195,7 @@ impl Engine {
                     "job_key",
                     format!(
                         "job {key} is retired (status {}); start a run under a new key",
-                        existing.status
+                        existing.status.as_str()
                     ),
                 ))
             }
@@ -279,7 +297,7 @@ impl Engine {
             .map_err(db)?
         {
             Some(row) => {
-                tracing::info!(job_key = %key, %actor, status = %row.status, "stop requested");
+                tracing::info!(job_key = %key, %actor, status = row.status.as_str(), "stop requested");
                 row
             }
             None => store::get_job(pool, key.as_str())
@@ -309,8 +327,8 @@ impl Engine {
             summary: Summary {
                 jobs: rows.len() as i64,
                 active_runs: self.active_runs() as i64,
-                default_batch_size: BATCH_SIZE.default as u32,
-                ui_runtime_cap_ms: self.inner.config.ui_runtime_cap_ms,
+                default_batch_size: BATCH_SIZE.bounds.default as u32,
+                ui_runtime_cap_ms: self.inner.settings.ui_runtime_cap_ms,
             },
             jobs: rows
                 .iter()
@@ -332,8 +350,12 @@ impl Engine {
         let coverage = if job.status.is_active() || job.status == JobStatus::Unreadable {
             None
         } else {
-            let built_in = matches!(self.inner.config.sink, SinkConfig::Postgres);
-            Some(store::coverage(pool, &row, built_in).await.map_err(db)?)
+            let built_in = self
+                .inner
+                .sink
+                .as_ref()
+                .is_some_and(|sink| sink.is_built_in());
+            Some(source::coverage(pool, &row, built_in).await.map_err(db)?)
         };
         Ok(JobDetail {
             job,
@@ -377,7 +399,7 @@ impl Engine {
             position,
             signals.clone(),
         )
-        .with_finish_patience(self.inner.config.lease_ttl / 2);
+        .with_finish_patience(self.inner.settings.lease_ttl / 2);
         let heartbeat = self.heartbeat(lease, signals.clone());
         let engine = self.clone();
         let span = tracing::info_span!("job", job_key = %key, run_id);
@@ -432,7 +454,7 @@ impl Engine {
     /// How often a run's heartbeat polls its row (for a stop from another
     /// replica, or a lost lease), and how often it renews the lease.
     fn heartbeat_cadence(&self) -> (Duration, Duration) {
-        let renew_every = (self.inner.config.lease_ttl / 6)
+        let renew_every = (self.inner.settings.lease_ttl / 6)
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
         (renew_every.min(Duration::from_secs(1)), renew_every)
     }
@@ -448,7 +470,7 @@ impl Engine {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pool = self.inner.pool.clone();
         let (poll_every, renew_every) = self.heartbeat_cadence();
-        let fence_after = self.inner.config.lease_ttl / 2;
+        let fence_after = self.inner.settings.lease_ttl / 2;
         async move {
             let mut last_renewal = Instant::now();
             loop {
@@ -481,7 +503,8 @@ impl Engine {
     /// One watchdog pass: interrupt expired leases, then resume what may be resumed.
     pub async fn watchdog_tick(&self) -> Result<Vec<String>, sqlx::Error> {
         let interrupted =
-            store::interrupt_expired_leases(&self.inner.pool, self.inner.config.lease_ttl).await?;
+            store::interrupt_expired_leases(&self.inner.pool, self.inner.settings.lease_ttl)
+                .await?;
         for key in &interrupted {
             tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
         }
@@ -507,7 +530,7 @@ impl Engine {
     /// interrupted jobs at once), then every interval or when woken.
     pub fn start_watchdog(&self) {
         let engine = self.clone();
-        let interval = self.inner.config.watchdog_interval;
+        let interval = self.inner.settings.watchdog_interval;
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(
             async move {

@@ -1,5 +1,7 @@
 //! Backfills: the domain (shared with the UI), the API, and on the server the
-//! engine, its runner, its SQL and the Identity Graph sinks.
+//! engine (starts, stops, leases, the watchdog), the runner (one run), the
+//! source (the `users` table), the store (the job tables) and the Identity
+//! Graph sinks.
 
 pub mod api;
 pub mod domain;
@@ -10,5 +12,7 @@ pub mod engine;
 pub mod runner;
 #[cfg(feature = "ssr")]
 pub mod sinks;
+#[cfg(feature = "ssr")]
+pub mod source;
 #[cfg(feature = "ssr")]
 pub mod store;

@@ -6,7 +6,8 @@
 //! deterministically; `Runner::run` is the loop a tokio task executes.
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
-use super::sinks::{IdentityGraph, SourceUser};
+use super::sinks::IdentityGraph;
+use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -376,11 +377,11 @@ impl Runner {
         let batch_size = self.options.batch_size;
         let users = match self.phase {
             Phase::RetryFailures(pass) => {
-                store::failed_users_after(&self.pool, &key, pass.position, pass.until, batch_size)
+                source::failed_users_after(&self.pool, &key, pass.position, pass.until, batch_size)
                     .await
                     .map_err(StepError::at("reading recorded failures"))?
             }
-            Phase::Scan => store::users_after(&self.pool, self.cursor, batch_size)
+            Phase::Scan => source::users_after(&self.pool, self.cursor, batch_size)
                 .await
                 .map_err(StepError::at("reading source users"))?,
         };

@@ -70,7 +70,7 @@ pub fn ConsolePage() -> impl IntoView {
         latest.with(|list| {
             list.as_ref()
                 .map(|list| list.summary.ui_runtime_cap_ms)
-                .unwrap_or(crate::backfill::domain::MAX_RUNTIME_MS.default as u64)
+                .unwrap_or(crate::backfill::domain::MAX_RUNTIME_MS.bounds.default as u64)
         })
     });
     // The last job this tab saw running, so the title can report its end.

@@ -7,53 +7,7 @@ use crate::backfill::api::Start;
 use crate::backfill::domain::*;
 use crate::error::AppError;
 use leptos::prelude::*;
-
-/// One numeric option: its field name, label, bounds and help text.
-struct NumberOption {
-    field: &'static str,
-    label: &'static str,
-    bounds: Bounds,
-    unit: &'static str,
-    help: &'static str,
-}
-
-const NUMBER_OPTIONS: [NumberOption; 5] = [
-    NumberOption {
-        field: "batch_size",
-        label: "Batch size",
-        bounds: BATCH_SIZE,
-        unit: "users",
-        help: "Users fetched per batch, in id order after the cursor. The cursor and counters are saved once per batch.",
-    },
-    NumberOption {
-        field: "sleep_ms",
-        label: "Sleep between batches",
-        bounds: SLEEP_MS,
-        unit: "ms",
-        help: "Pacing: how long the runner waits after each batch, to spare the Identity Graph.",
-    },
-    NumberOption {
-        field: "max_runtime_ms",
-        label: "Runtime cap",
-        bounds: MAX_RUNTIME_MS,
-        unit: "ms",
-        help: "The run pauses itself after this long (a safety bound, not a failure) and auto-resumes later from its cursor.",
-    },
-    NumberOption {
-        field: "max_consecutive_failures",
-        label: "Max consecutive failures",
-        bounds: MAX_CONSECUTIVE_FAILURES,
-        unit: "users",
-        help: "After this many users fail in a row, the run pauses (consecutive-failures) instead of failing everyone.",
-    },
-    NumberOption {
-        field: "concurrency",
-        label: "Concurrency",
-        bounds: CONCURRENCY,
-        unit: "users at once",
-        help: "How many users of a batch are synced at the same time.",
-    },
-];
+use std::collections::BTreeMap;
 
 /// `""` → not sent (the default applies); otherwise a whole number.
 fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
@@ -67,50 +21,80 @@ fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
         .map_err(|_| "must be a whole number")
 }
 
+/// The form's state, by field: what is typed into each number (text, so
+/// a half-typed value is kept as typed) and each switch.
 #[derive(Clone, Copy)]
 struct FormState {
     job_key: RwSignal<String>,
-    numbers: [RwSignal<String>; 5],
+    numbers: RwSignal<BTreeMap<&'static str, String>>,
     mode: RwSignal<Mode>,
-    dry_run: RwSignal<bool>,
-    reset_cursor: RwSignal<bool>,
-    retry_failed_before_cursor: RwSignal<bool>,
-    auto_resume: RwSignal<bool>,
+    flags: RwSignal<BTreeMap<&'static str, bool>>,
 }
 
 impl FormState {
     fn new() -> Self {
         Self {
             job_key: RwSignal::new(String::new()),
-            numbers: NUMBER_OPTIONS.map(|option| RwSignal::new(option.bounds.default.to_string())),
-            mode: RwSignal::new(Mode::Full),
-            dry_run: RwSignal::new(false),
-            reset_cursor: RwSignal::new(false),
-            retry_failed_before_cursor: RwSignal::new(true),
-            auto_resume: RwSignal::new(true),
+            numbers: RwSignal::new(
+                NUMBER_OPTIONS
+                    .iter()
+                    .map(|option| (option.field, option.bounds.default.to_string()))
+                    .collect(),
+            ),
+            mode: RwSignal::new(Mode::default()),
+            flags: RwSignal::new(
+                FLAG_OPTIONS
+                    .iter()
+                    .map(|option| (option.field, option.default))
+                    .collect(),
+            ),
         }
     }
 
+    fn number(&self, field: &'static str) -> String {
+        self.numbers
+            .with(|numbers| numbers.get(field).cloned().unwrap_or_default())
+    }
+
+    fn set_number(&self, field: &'static str, value: String) {
+        self.numbers.update(|numbers| {
+            numbers.insert(field, value);
+        });
+    }
+
+    fn flag(&self, field: &'static str) -> bool {
+        self.flags
+            .with(|flags| flags.get(field).copied().unwrap_or_default())
+    }
+
+    fn set_flag(&self, field: &'static str, value: bool) {
+        self.flags.update(|flags| {
+            flags.insert(field, value);
+        });
+    }
+
     fn request(&self) -> Result<StartRequest, AppError> {
-        let mut values = [None; 5];
-        for (index, option) in NUMBER_OPTIONS.iter().enumerate() {
-            values[index] = parse_number(&self.numbers[index].get_untracked())
-                .map_err(|reason| AppError::validation(option.field, reason))?;
-        }
         let key = self.job_key.get_untracked();
-        Ok(StartRequest {
+        let mut request = StartRequest {
             job_key: (!key.trim().is_empty()).then_some(key),
-            batch_size: values[0],
-            sleep_ms: values[1],
-            max_runtime_ms: values[2],
-            max_consecutive_failures: values[3],
-            concurrency: values[4],
             mode: Some(self.mode.get_untracked()),
-            retry_failed_before_cursor: Some(self.retry_failed_before_cursor.get_untracked()),
-            reset_cursor: Some(self.reset_cursor.get_untracked()),
-            dry_run: Some(self.dry_run.get_untracked()),
-            auto_resume: Some(self.auto_resume.get_untracked()),
-        })
+            ..Default::default()
+        };
+        for option in NUMBER_OPTIONS {
+            let typed = self
+                .numbers
+                .with_untracked(|numbers| numbers.get(option.field).cloned());
+            let value = parse_number(&typed.unwrap_or_default())
+                .map_err(|reason| AppError::validation(option.field, reason))?;
+            (option.set_requested)(&mut request, value);
+        }
+        for option in FLAG_OPTIONS {
+            let value = self
+                .flags
+                .with_untracked(|flags| flags.get(option.field).copied());
+            (option.set_requested)(&mut request, value);
+        }
+        Ok(request)
     }
 }
 
@@ -128,7 +112,7 @@ pub fn StartForm(
     Effect::new(move |_| {
         let cap = runtime_cap.get();
         if !runtime_touched.get_untracked() {
-            form.numbers[2].set(cap.to_string());
+            form.set_number(MAX_RUNTIME_MS.field, cap.to_string());
         }
     });
 
@@ -136,11 +120,8 @@ pub fn StartForm(
     Effect::new(move |_| {
         if let Some(Ok(response)) = start.value().get() {
             for adjustment in &response.adjustments {
-                if let Some(index) = NUMBER_OPTIONS
-                    .iter()
-                    .position(|o| o.field == adjustment.field)
-                {
-                    form.numbers[index].set(adjustment.effective.clone());
+                if let Some(option) = NUMBER_OPTIONS.iter().find(|o| o.field == adjustment.field) {
+                    form.set_number(option.field, adjustment.effective.clone());
                 }
             }
             on_started();
@@ -186,7 +167,7 @@ pub fn StartForm(
     };
 
     let key_placeholder = move || {
-        if form.dry_run.get() {
+        if form.flag(DRY_RUN.field) {
             format!("{DEFAULT_JOB_KEY}{DRY_RUN_SUFFIX}")
         } else {
             DEFAULT_JOB_KEY.to_string()
@@ -195,7 +176,7 @@ pub fn StartForm(
     // The key the server will record the run under, by the same rule it
     // applies, so a rehearsal's `:dry-run` twin is visible before submitting.
     let key_to_use = move || {
-        JobKey::parse(Some(&form.job_key.get()), form.dry_run.get())
+        JobKey::parse(Some(&form.job_key.get()), form.flag(DRY_RUN.field))
             .map(|key| key.as_str().to_string())
     };
 
@@ -207,7 +188,7 @@ pub fn StartForm(
             </p>
             <form on:submit=on_submit novalidate>
                 <div class="field">
-                    <label for="job_key">"Job key"</label>
+                    <label for="job_key">{JOB_KEY.label}</label>
                     <input
                         id="job_key"
                         name="job_key"
@@ -221,9 +202,7 @@ pub fn StartForm(
                         prop:value=form.job_key
                         on:input=move |ev| form.job_key.set(event_target_value(&ev))
                     />
-                    <p id="job_key-help" class="help">
-                        "1–120 characters of a–z 0–9 . _ : -. Leave blank for the default key. A dry run is recorded under the key plus :dry-run."
-                    </p>
+                    <p id="job_key-help" class="help">{JOB_KEY.help}</p>
                     <FieldError id="job_key-error" message=field_error("job_key") />
                     <p class="help" data-testid="key-to-use" aria-live="polite">
                         {move || match key_to_use() {
@@ -241,18 +220,16 @@ pub fn StartForm(
                 <div class="field-grid">
                     {NUMBER_OPTIONS
                         .iter()
-                        .enumerate()
-                        .map(|(index, option)| {
-                            let value = form.numbers[index];
+                        .map(|option| {
                             let bounds = option.bounds;
                             let field = option.field;
-                            let clamp_note = move || match parse_number(&value.get()) {
+                            let clamp_note = move || match parse_number(&form.number(field)) {
                                 Ok(Some(n)) if !bounds.range().contains(&n) => {
                                     Some(format!("Will be clamped to {}", thousands(bounds.clamp(n))))
                                 }
                                 _ => None,
                             };
-                            let default_text = if field == "max_runtime_ms" {
+                            let default_text = if option.has_configured_default() {
                                 "the UI runtime cap".to_string()
                             } else {
                                 thousands(bounds.default)
@@ -268,12 +245,12 @@ pub fn StartForm(
                                         autocomplete="off"
                                         aria-describedby=format!("{field}-help {field}-error")
                                         aria-invalid=move || field_error(field).get().is_some().to_string()
-                                        prop:value=value
+                                        prop:value=move || form.number(field)
                                         on:input=move |ev| {
-                                            if field == "max_runtime_ms" {
+                                            if field == MAX_RUNTIME_MS.field {
                                                 runtime_touched.set(true);
                                             }
-                                            value.set(event_target_value(&ev));
+                                            form.set_number(field, event_target_value(&ev));
                                         }
                                     />
                                     <p id=format!("{field}-help") class="help">
@@ -289,7 +266,7 @@ pub fn StartForm(
                         })
                         .collect_view()}
                     <div class="field">
-                        <label for="mode">"Mode"</label>
+                        <label for="mode">{MODE.label}</label>
                         <select
                             id="mode"
                             name="mode"
@@ -303,43 +280,21 @@ pub fn StartForm(
                                 "Failed only"
                             </option>
                         </select>
-                        <p id="mode-help" class="help">
-                            "Full scans users after the cursor. Failed only retries recorded failures and leaves the cursor alone. Default Full."
-                        </p>
+                        <p id="mode-help" class="help">{MODE.help}</p>
                         <FieldError id="mode-error" message=field_error("mode") />
                     </div>
                 </div>
                 <fieldset class="toggles">
                     <legend>"Switches"</legend>
-                    <Toggle
-                        id="dry_run"
-                        label="Dry run"
-                        value=form.dry_run
-                        help="Scan the same users without writing anything; every user counts as skipped (dry-run). Needs no Identity Graph. Default off."
-                    />
-                    <Toggle
-                        id="reset_cursor"
-                        label="Reset cursor"
-                        value=form.reset_cursor
-                        help="Scan from the beginning again, with fresh counters. Default off."
-                    />
-                    <Toggle
-                        id="retry_failed_before_cursor"
-                        label="Retry failed before cursor"
-                        value=form.retry_failed_before_cursor
-                        help="In full mode, retry recorded failures first, then resume the cursor. Default on."
-                    />
-                    <Toggle
-                        id="auto_resume"
-                        label="Auto-resume"
-                        value=form.auto_resume
-                        help="Let the watchdog resume this job after it pauses on the runtime cap, a failure streak or a restart. Never applies to dry runs. Default on."
-                    />
+                    {FLAG_OPTIONS
+                        .iter()
+                        .map(|option| view! { <Toggle option form /> })
+                        .collect_view()}
                 </fieldset>
                 <p class="form-error" role="alert">{form_error}</p>
                 <div class="actions">
                     <button class="button primary" type="submit" disabled=move || start.pending().get()>
-                        {move || match (start.pending().get(), form.dry_run.get()) {
+                        {move || match (start.pending().get(), form.flag(DRY_RUN.field)) {
                             (true, _) => "Starting…",
                             (false, true) => "Start dry run",
                             (false, false) => "Start run",
@@ -355,7 +310,7 @@ pub fn StartForm(
 }
 
 fn is_form_field(field: &str) -> bool {
-    field == "job_key" || field == "mode" || NUMBER_OPTIONS.iter().any(|o| o.field == field)
+    field == JOB_KEY.field || field == MODE.field || NUMBER_OPTIONS.iter().any(|o| o.field == field)
 }
 
 #[component]
@@ -368,26 +323,22 @@ fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl
 }
 
 #[component]
-fn Toggle(
-    id: &'static str,
-    label: &'static str,
-    value: RwSignal<bool>,
-    help: &'static str,
-) -> impl IntoView {
-    let help_id = format!("{id}-help");
+fn Toggle(option: &'static FlagOption, form: FormState) -> impl IntoView {
+    let field = option.field;
+    let help_id = format!("{field}-help");
     view! {
         <div class="toggle">
             <input
-                id=id
-                name=id
+                id=field
+                name=field
                 type="checkbox"
                 role="switch"
                 aria-describedby=help_id.clone()
-                prop:checked=value
-                on:change=move |ev| value.set(event_target_checked(&ev))
+                prop:checked=move || form.flag(field)
+                on:change=move |ev| form.set_flag(field, event_target_checked(&ev))
             />
-            <label for=id>{label}</label>
-            <p id=help_id class="help">{help}</p>
+            <label for=field>{option.label}</label>
+            <p id=help_id class="help">{option.help}</p>
         </div>
     }
 }

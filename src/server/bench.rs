@@ -6,7 +6,7 @@
 //! concurrency 1, 8 and 32; (d) that server's own capacity at concurrency 32.
 
 use super::config::Config;
-use crate::backfill::{domain::*, engine::Engine, store};
+use crate::backfill::{domain::*, engine::Engine, source, store};
 use axum::{routing::put, Router};
 use sqlx::PgPool;
 use std::{
@@ -92,9 +92,9 @@ fn engine(pool: &PgPool, sink: &[(&str, String)]) -> Result<Engine, String> {
     let config =
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
             .map_err(|e| e.to_string())?;
-    Ok(Engine::new(
+    Ok(super::http::build_engine(
+        &config,
         pool.clone(),
-        Arc::new(config),
         CancellationToken::new(),
     ))
 }
@@ -193,13 +193,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         args.users,
         seeded.elapsed().as_secs_f64()
     );
-    let batch = args.batch_size.clamp(1, 1000);
+    let batch = BATCH_SIZE.bounds.clamp(args.batch_size);
 
     // (b) the raw keyset scan, no bookkeeping.
     let started = Instant::now();
     let (mut cursor, mut scanned) = (0i64, 0i64);
     loop {
-        let users = store::users_after(&pool, cursor, batch as u32)
+        let users = source::users_after(&pool, cursor, batch as u32)
             .await
             .map_err(|e| e.to_string())?;
         let Some(last) = users.last() else { break };
@@ -223,7 +223,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             dry_run: Some(true),
             batch_size: Some(batch),
             sleep_ms: Some(0),
-            max_runtime_ms: Some(MAX_RUNTIME_MS.max),
+            max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
             ..Default::default()
         },
     )

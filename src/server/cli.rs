@@ -138,12 +138,15 @@ async fn admin(command: AdminCommand) -> Result<(), String> {
         AdminCommand::List => {
             let accounts = admins::list_admins(
                 &pool,
-                config.session_idle_timeout,
-                config.session_absolute_timeout,
+                config.access.session_idle_timeout,
+                config.access.session_absolute_timeout,
             )
             .await
             .map_err(|e| format!("could not list the admins: {e}"))?;
-            print!("{}", admins::format_admin_list(&accounts, &config.admins));
+            print!(
+                "{}",
+                admins::format_admin_list(&accounts, &config.access.admins)
+            );
         }
     }
     Ok(())
@@ -172,6 +175,7 @@ async fn demo_setup(users: i64, credentials_file: &std::path::Path) -> Result<()
         .map_err(|e| e.to_string())?;
     if admins == 0 {
         let allowed = config
+            .access
             .admins
             .emails()
             .first()

@@ -3,7 +3,12 @@
 //! Every value has an embedded default except `DATABASE_URL`; a malformed value
 //! is an error that names its variable.
 
-use crate::access::AllowList;
+use crate::access::{ssr::AccessSettings, AllowList};
+use crate::backfill::{
+    domain::MAX_RUNTIME_MS,
+    engine::EngineSettings,
+    sinks::{http::HttpGraphConfig, SinkConfig},
+};
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -17,55 +22,15 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-pub enum SinkConfig {
-    /// Real runs are refused; dry runs still work.
-    NotConfigured,
-    Http {
-        url: String,
-        token: Option<String>,
-        timeout: Duration,
-    },
-    Postgres,
-}
-
-impl std::fmt::Debug for SinkConfig {
-    // The token must never reach a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkConfig::NotConfigured => write!(f, "not configured"),
-            SinkConfig::Postgres => write!(f, "postgres"),
-            SinkConfig::Http {
-                url,
-                token,
-                timeout,
-            } => write!(
-                f,
-                "http {url} (token {}, timeout {timeout:?})",
-                if token.is_some() { "set" } else { "unset" }
-            ),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
     pub site_addr: SocketAddr,
     pub site_root: PathBuf,
-    pub sink: SinkConfig,
-    pub admins: AllowList,
-    pub watchdog_interval: Duration,
-    pub lease_ttl: Duration,
-    pub ui_runtime_cap_ms: u64,
-    pub session_idle_timeout: Duration,
-    pub session_absolute_timeout: Duration,
-    pub cookie_secure: bool,
-    pub login_failures_per_minute: u32,
     pub database_max_connections: u32,
-    /// `TRUSTED_PROXY`: the proxies whose `X-Forwarded-For` names the client.
-    /// Empty: the header is ignored and the connection's peer is the client.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub sink: SinkConfig,
+    pub engine: EngineSettings,
+    pub access: AccessSettings,
 }
 
 impl Config {
@@ -119,11 +84,11 @@ impl Config {
                 }
                 let timeout_ms =
                     parse_number(&get, "IDENTITY_GRAPH_TIMEOUT_MS", 10_000, 1, 600_000)?;
-                SinkConfig::Http {
+                SinkConfig::Http(HttpGraphConfig {
                     url: url.trim_end_matches('/').to_string(),
                     token: get("IDENTITY_GRAPH_TOKEN"),
                     timeout: Duration::from_millis(timeout_ms),
-                }
+                })
             }
             Some(other) => {
                 return Err(ConfigError {
@@ -155,59 +120,60 @@ impl Config {
             database_url,
             site_addr,
             site_root,
-            sink,
-            admins,
-            watchdog_interval: Duration::from_millis(parse_number(
-                &get,
-                "IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS",
-                300_000,
-                100,
-                86_400_000,
-            )?),
-            lease_ttl: Duration::from_millis(parse_number(
-                &get,
-                "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS",
-                30_000,
-                500,
-                3_600_000,
-            )?),
-            ui_runtime_cap_ms: parse_number(
-                &get,
-                "IDENTITY_GRAPH_BACKFILL_UI_RUNTIME_CAP_MS",
-                900_000,
-                1_000,
-                21_600_000,
-            )?,
-            session_idle_timeout: Duration::from_secs(parse_number(
-                &get,
-                "SESSION_IDLE_TIMEOUT_SECS",
-                1_800,
-                1,
-                31_536_000,
-            )?),
-            session_absolute_timeout: Duration::from_secs(parse_number(
-                &get,
-                "SESSION_ABSOLUTE_TIMEOUT_SECS",
-                43_200,
-                1,
-                31_536_000,
-            )?),
-            cookie_secure: parse_bool(&get, "SESSION_COOKIE_SECURE", false)?,
-            login_failures_per_minute: parse_number(
-                &get,
-                "LOGIN_MAX_FAILURES_PER_MINUTE",
-                5,
-                1,
-                10_000,
-            )? as u32,
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
-            trusted_proxies,
+            sink,
+            engine: EngineSettings {
+                watchdog_interval: Duration::from_millis(parse_number(
+                    &get,
+                    "IDENTITY_GRAPH_BACKFILL_WATCHDOG_INTERVAL_MS",
+                    300_000,
+                    100,
+                    86_400_000,
+                )?),
+                lease_ttl: Duration::from_millis(parse_number(
+                    &get,
+                    "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS",
+                    30_000,
+                    500,
+                    3_600_000,
+                )?),
+                // The UI cap is the runtime cap's default, so it has its range.
+                ui_runtime_cap_ms: parse_number(
+                    &get,
+                    "IDENTITY_GRAPH_BACKFILL_UI_RUNTIME_CAP_MS",
+                    MAX_RUNTIME_MS.bounds.default as u64,
+                    MAX_RUNTIME_MS.bounds.min as u64,
+                    MAX_RUNTIME_MS.bounds.max as u64,
+                )?,
+            },
+            access: AccessSettings {
+                admins,
+                session_idle_timeout: Duration::from_secs(parse_number(
+                    &get,
+                    "SESSION_IDLE_TIMEOUT_SECS",
+                    1_800,
+                    1,
+                    31_536_000,
+                )?),
+                session_absolute_timeout: Duration::from_secs(parse_number(
+                    &get,
+                    "SESSION_ABSOLUTE_TIMEOUT_SECS",
+                    43_200,
+                    1,
+                    31_536_000,
+                )?),
+                cookie_secure: parse_bool(&get, "SESSION_COOKIE_SECURE", false)?,
+                login_failures_per_minute: parse_number(
+                    &get,
+                    "LOGIN_MAX_FAILURES_PER_MINUTE",
+                    5,
+                    1,
+                    10_000,
+                )? as u32,
+                trusted_proxies,
+            },
         })
-    }
-
-    pub fn sink_configured(&self) -> bool {
-        self.sink != SinkConfig::NotConfigured
     }
 }
 
@@ -266,11 +232,11 @@ mod tests {
     #[test]
     fn defaults_need_only_a_database() {
         let config = config(&[("DATABASE_URL", "postgres://localhost/x")]).unwrap();
-        assert_eq!(config.watchdog_interval, Duration::from_secs(300));
-        assert_eq!(config.lease_ttl, Duration::from_secs(30));
-        assert_eq!(config.ui_runtime_cap_ms, 900_000);
+        assert_eq!(config.engine.watchdog_interval, Duration::from_secs(300));
+        assert_eq!(config.engine.lease_ttl, Duration::from_secs(30));
+        assert_eq!(config.engine.ui_runtime_cap_ms, 900_000);
         assert_eq!(config.sink, SinkConfig::NotConfigured);
-        assert!(config.trusted_proxies.is_empty());
+        assert!(config.access.trusted_proxies.is_empty());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The HTTP stack: routes, the middleware every request passes through, and
 //! the start-up and shutdown of the server.
 
-use super::{config::Config, database, AppState, REQUEST_ID_HEADER};
+use super::{config::Config, database, AppState};
 use crate::{
+    access::ssr::{session_admin, AccessState},
     app::{shell, App},
+    backfill::{engine::Engine, sinks},
     error::{AppError, ErrorCode},
+    request_context::{new_request_id, REQUEST_ID_HEADER},
 };
 use axum::{
     body::Body,
@@ -51,35 +54,47 @@ pub fn build_leptos_options(config: &Config) -> LeptosOptions {
 /// engine's watchdog, the access housekeeping) started under `shutdown`.
 pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> AppState {
     tracing::info!(sink = ?config.sink, "configuration loaded");
-    let config = Arc::new(config);
+    let access = AccessState {
+        pool: pool.clone(),
+        settings: Arc::new(config.access.clone()),
+    };
     {
         // Malformed entries, an empty list, the count allowed, and an
         // allow-list naming nobody with an account; logged, never fatal.
-        let (pool, admins) = (pool.clone(), config.admins.clone());
+        let (pool, admins) = (pool.clone(), config.access.admins.clone());
         tokio::spawn(async move {
             crate::access::ssr::allow_list_check::log_allow_list_check(&pool, &admins).await
         });
     }
     crate::access::ssr::housekeeping::start_housekeeping(
         pool.clone(),
-        config.clone(),
+        access.settings.clone(),
         shutdown.clone(),
     );
-    let engine = crate::backfill::engine::Engine::new(pool.clone(), config.clone(), shutdown);
+    let engine = build_engine(&config, pool.clone(), shutdown);
     engine.start_watchdog();
     AppState {
         leptos_options: build_leptos_options(&config),
         pool,
-        config,
+        access,
         engine,
     }
+}
+
+/// The engine with the configured Identity Graph; its watchdog not started.
+pub fn build_engine(config: &Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> Engine {
+    let sink = sinks::from_config(&config.sink, &pool);
+    Engine::new(pool, config.engine.clone(), sink, shutdown)
 }
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let context = {
         let state = state.clone();
-        move || provide_context(state.clone())
+        move || {
+            provide_context(state.access.clone());
+            provide_context(state.engine.clone());
+        }
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -163,7 +178,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 /// One span per request, carrying a request id that internal errors quote.
 async fn request_span(mut req: Request, next: Next) -> Response {
-    let request_id = super::new_request_id();
+    let request_id = new_request_id();
     req.headers_mut().insert(
         REQUEST_ID_HEADER,
         HeaderValue::from_str(&request_id).expect("hex is a valid header"),
@@ -332,19 +347,19 @@ async fn api_admission(State(state): State<AppState>, req: Request, next: Next) 
     if declared_length.is_some_and(|length| length > MAX_API_BODY_BYTES) {
         return too_large();
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_API_BODY_BYTES).await else {
         return too_large();
     };
     // Signing in needs no session, and signing out must work when it is gone.
     if endpoint != "login" && endpoint != "logout" {
-        let admin = match crate::access::ssr::session_admin(&state, &parts.headers).await {
+        let admin = match session_admin(&state.access, &parts.headers).await {
             Ok(admin) => admin,
             Err(e) => {
                 tracing::error!("session lookup failed: {e}");
                 return error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    AppError::internal(super::new_request_id()),
+                    AppError::internal(new_request_id()),
                 );
             }
         };
@@ -352,14 +367,11 @@ async fn api_admission(State(state): State<AppState>, req: Request, next: Next) 
             return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated());
         };
         let job_endpoint = endpoint != "me";
-        if job_endpoint
-            && !crate::access::can_access_identity_graph_backfill(
-                &admin.email,
-                &state.config.admins,
-            )
-        {
+        if job_endpoint && !state.access.is_allowed(&admin.email) {
             return error_response(StatusCode::FORBIDDEN, AppError::forbidden());
         }
+        // The server function's guard reads it instead of a second lookup.
+        parts.extensions.insert(admin);
     }
     if let (Some(allowed), Ok(serde_json::Value::Object(fields))) = (
         endpoint_fields(&endpoint),
@@ -395,7 +407,7 @@ async fn page_access(State(state): State<AppState>, req: Request, next: Next) ->
     if !is_page {
         return next.run(req).await;
     }
-    let admin = match crate::access::ssr::session_admin(&state, req.headers()).await {
+    let admin = match session_admin(&state.access, req.headers()).await {
         Ok(admin) => admin,
         Err(e) => {
             tracing::error!("session lookup failed: {e}");
@@ -414,10 +426,7 @@ async fn page_access(State(state): State<AppState>, req: Request, next: Next) ->
             if let Some(admin) = admin {
                 // The page's access gate reads this while rendering.
                 req.extensions_mut().insert(crate::access::AdminIdentity {
-                    allowed: crate::access::can_access_identity_graph_backfill(
-                        &admin.email,
-                        &state.config.admins,
-                    ),
+                    allowed: state.access.is_allowed(&admin.email),
                     email: admin.email,
                 });
             }

@@ -10,7 +10,7 @@ use identity_graph_backfill::{
 };
 use serde_json::Value;
 use sqlx::PgPool;
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 // Passwords that pass the password policy (12+ characters, no email local
@@ -39,7 +39,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
 /// An engine as one replica would run it, without the HTTP server.
 pub fn engine(pool: &PgPool, overrides: &[(&str, &str)]) -> (Engine, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let engine = Engine::new(pool.clone(), Arc::new(config(overrides)), shutdown.clone());
+    let engine = http::build_engine(&config(overrides), pool.clone(), shutdown.clone());
     (engine, shutdown)
 }
 

@@ -1,7 +1,7 @@
 //! Periodic purge of expired sessions and old sign-in failures, so the two
 //! tables stay as small as the live state they describe.
 
-use crate::server::Config;
+use super::AccessSettings;
 use sqlx::PgPool;
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub async fn purge_expired(
 /// until `shutdown` is cancelled.
 pub fn start_housekeeping(
     pool: PgPool,
-    config: Arc<Config>,
+    settings: Arc<AccessSettings>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -68,8 +68,8 @@ pub fn start_housekeeping(
             }
             match purge_expired(
                 &pool,
-                config.session_idle_timeout,
-                config.session_absolute_timeout,
+                settings.session_idle_timeout,
+                settings.session_absolute_timeout,
                 FAILURE_RETENTION,
             )
             .await

@@ -20,7 +20,7 @@ pub mod rate_limit;
 pub use admins::{admin_count, list_admins, remove_admin, upsert_admin, AdminSaved};
 
 use super::*;
-use crate::server::{internal_error, request_parts, state, AppState};
+use crate::request_context::{internal_error, request_parts, shared};
 use axum::http::{header, HeaderMap, HeaderValue};
 use leptos_axum::ResponseOptions;
 use password::{decoy_hash, PasswordHash};
@@ -28,8 +28,35 @@ use rand::RngCore;
 use rate_limit::{reserve_sign_in_attempt, Admission};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 pub const SESSION_COOKIE: &str = "igb_session";
+
+/// What access takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    pub admins: AllowList,
+    pub session_idle_timeout: Duration,
+    pub session_absolute_timeout: Duration,
+    pub cookie_secure: bool,
+    pub login_failures_per_minute: u32,
+    /// `TRUSTED_PROXY`: the proxies whose `X-Forwarded-For` names the client.
+    /// Empty: the header is ignored and the connection's peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// The state sign-in, the guard and the page gate share.
+#[derive(Clone)]
+pub struct AccessState {
+    pub pool: PgPool,
+    pub settings: Arc<AccessSettings>,
+}
+
+impl AccessState {
+    pub fn is_allowed(&self, email: &str) -> bool {
+        can_access_identity_graph_backfill(email, &self.settings.admins)
+    }
+}
 
 /// An admin whose session checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +83,7 @@ pub fn session_token(headers: &HeaderMap) -> Option<String> {
 
 /// Resolves the session cookie to its admin, sliding the idle timeout.
 pub async fn session_admin(
-    state: &AppState,
+    state: &AccessState,
     headers: &HeaderMap,
 ) -> Result<Option<AuthenticatedAdmin>, sqlx::Error> {
     let Some(token) = session_token(headers) else {
@@ -71,8 +98,8 @@ pub async fn session_admin(
          RETURNING a.id, a.email",
     )
     .bind(token_hash(&token))
-    .bind(state.config.session_absolute_timeout.as_secs_f64())
-    .bind(state.config.session_idle_timeout.as_secs_f64())
+    .bind(state.settings.session_absolute_timeout.as_secs_f64())
+    .bind(state.settings.session_idle_timeout.as_secs_f64())
     .fetch_optional(&state.pool)
     .await?;
     Ok(row.map(|(id, email)| AuthenticatedAdmin { id, email }))
@@ -80,8 +107,12 @@ pub async fn session_admin(
 
 /// `isAuthenticate`: a valid session, or `UNAUTHENTICATED`.
 pub async fn require_admin() -> Result<AuthenticatedAdmin, AppError> {
-    let state = state()?;
     let parts = request_parts()?;
+    // The API's admission middleware already resolved the session.
+    if let Some(admin) = parts.extensions.get::<AuthenticatedAdmin>() {
+        return Ok(admin.clone());
+    }
+    let state = shared::<AccessState>()?;
     session_admin(&state, &parts.headers)
         .await
         .map_err(|e| internal_error("looking up the session", e))?
@@ -92,8 +123,8 @@ pub async fn require_admin() -> Result<AuthenticatedAdmin, AppError> {
 /// `UNAUTHENTICATED` without a session, `FORBIDDEN` when not on the allow-list.
 pub async fn require_allowed_admin() -> Result<AuthenticatedAdmin, AppError> {
     let admin = require_admin().await?;
-    let state = state()?;
-    if can_access_identity_graph_backfill(&admin.email, &state.config.admins) {
+    let state = shared::<AccessState>()?;
+    if state.is_allowed(&admin.email) {
         Ok(admin)
     } else {
         tracing::warn!(email = %admin.email, "refused: admin is not on the allow-list");
@@ -101,12 +132,12 @@ pub async fn require_allowed_admin() -> Result<AuthenticatedAdmin, AppError> {
     }
 }
 
-fn cookie(state: &AppState, headers: &HeaderMap, value: &str, max_age_secs: u64) -> HeaderValue {
+fn cookie(state: &AccessState, headers: &HeaderMap, value: &str, max_age_secs: u64) -> HeaderValue {
     let behind_tls = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
-    let secure = if state.config.cookie_secure || behind_tls {
+    let secure = if state.settings.cookie_secure || behind_tls {
         "; Secure"
     } else {
         ""
@@ -153,11 +184,11 @@ async fn create_session(
 }
 
 pub async fn login(email: String, password: String) -> Result<AdminIdentity, AppError> {
-    let state = state()?;
+    let state = shared::<AccessState>()?;
     let parts = request_parts()?;
     let client = client_address::describe(client_address::client_address(
         &parts,
-        &state.config.trusted_proxies,
+        &state.settings.trusted_proxies,
     ));
     let email = validate_credentials(&email, &password)?;
     let subjects = [format!("email:{email}"), format!("ip:{client}")];
@@ -165,7 +196,7 @@ pub async fn login(email: String, password: String) -> Result<AdminIdentity, App
     let reservation = match reserve_sign_in_attempt(
         &state.pool,
         &subjects,
-        state.config.login_failures_per_minute,
+        state.settings.login_failures_per_minute,
     )
     .await
     .map_err(|e| internal_error("reserving a sign-in attempt", e))?
@@ -230,18 +261,18 @@ pub async fn login(email: String, password: String) -> Result<AdminIdentity, App
             &state,
             &parts.headers,
             &token,
-            state.config.session_absolute_timeout.as_secs(),
+            state.settings.session_absolute_timeout.as_secs(),
         ),
     );
     tracing::info!(target: "audit", event = "sign-in", %email, %client, "signed in");
     Ok(AdminIdentity {
-        allowed: can_access_identity_graph_backfill(&email, &state.config.admins),
+        allowed: state.is_allowed(&email),
         email,
     })
 }
 
 pub async fn logout() -> Result<(), AppError> {
-    let state = state()?;
+    let state = shared::<AccessState>()?;
     let parts = request_parts()?;
     if let Some(token) = session_token(&parts.headers) {
         let email: Option<String> = sqlx::query_scalar(
@@ -255,7 +286,7 @@ pub async fn logout() -> Result<(), AppError> {
         if let Some(email) = email {
             let client = client_address::describe(client_address::client_address(
                 &parts,
-                &state.config.trusted_proxies,
+                &state.settings.trusted_proxies,
             ));
             tracing::info!(target: "audit", event = "sign-out", %email, %client, "signed out");
         }

@@ -11,6 +11,28 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How much of an error body is read: enough to quote, never a whole page.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
 
+/// `IDENTITY_GRAPH_URL`, `IDENTITY_GRAPH_TOKEN`, `IDENTITY_GRAPH_TIMEOUT_MS`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpGraphConfig {
+    /// Without a trailing slash.
+    pub url: String,
+    pub token: Option<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpGraphConfig {
+    // The token must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "http {} (token {}, timeout {:?})",
+            self.url,
+            if self.token.is_some() { "set" } else { "unset" },
+            self.timeout
+        )
+    }
+}
+
 pub struct HttpGraph {
     client: reqwest::Client,
     base_url: String,

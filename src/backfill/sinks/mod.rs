@@ -1,48 +1,14 @@
-//! The Identity Graph: one trait, two adapters (DESIGN §7).
+//! The Identity Graph: one trait, two adapters, and the configuration that
+//! picks one.
 
 pub mod http;
 pub mod postgres;
 
-use crate::server::config::SinkConfig;
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Arc;
 
-/// A row of the source `users` table.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
-pub struct SourceUser {
-    pub id: i64,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub signup_ip: Option<String>,
-    pub last_login_ip: Option<String>,
-    pub device_id: Option<String>,
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-/// The identifiers a user links through, as `(kind, value)`.
-impl SourceUser {
-    pub fn identifiers(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("email", self.email.as_deref()),
-            ("phone", self.phone.as_deref()),
-            ("ip", self.signup_ip.as_deref()),
-            ("ip", self.last_login_ip.as_deref()),
-            ("device", self.device_id.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, value)| {
-            value
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(|v| (kind, v))
-        })
-        .collect()
-    }
-}
+pub use super::source::SourceUser;
 
 /// Why one user could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +18,32 @@ pub struct SinkError(pub String);
 pub trait IdentityGraph: Send + Sync + 'static {
     /// Writes (upserts) one user. Must be idempotent: delivery is at least once.
     fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// The graph lives in the app's own database, so a job's coverage check
+    /// can count the users it holds.
+    fn is_built_in(&self) -> bool {
+        false
+    }
+}
+
+/// Which Identity Graph real runs write to.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// Real runs are refused; dry runs still work.
+    NotConfigured,
+    Http(http::HttpGraphConfig),
+    /// The built-in graph, in the app's own database.
+    Postgres,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkConfig::NotConfigured => write!(f, "not configured"),
+            SinkConfig::Postgres => write!(f, "postgres"),
+            SinkConfig::Http(http) => write!(f, "{http:?}"),
+        }
+    }
 }
 
 /// The configured adapter, or `None` when real runs must be refused.
@@ -59,14 +51,10 @@ pub fn from_config(config: &SinkConfig, pool: &PgPool) -> Option<Arc<dyn Identit
     match config {
         SinkConfig::NotConfigured => None,
         SinkConfig::Postgres => Some(Arc::new(postgres::PostgresGraph::new(pool.clone()))),
-        SinkConfig::Http {
-            url,
-            token,
-            timeout,
-        } => Some(Arc::new(http::HttpGraph::new(
-            url.clone(),
-            token.clone(),
-            *timeout,
+        SinkConfig::Http(http) => Some(Arc::new(http::HttpGraph::new(
+            http.url.clone(),
+            http.token.clone(),
+            http.timeout,
         ))),
     }
 }

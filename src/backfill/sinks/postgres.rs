@@ -76,6 +76,10 @@ impl IdentityGraph for PostgresGraph {
                 .map_err(|e| SinkError(format!("identity graph database write failed: {e}")))
         })
     }
+
+    fn is_built_in(&self) -> bool {
+        true
+    }
 }
 
 /// Users linked to `user_id` through any shared identifier, with what they share.

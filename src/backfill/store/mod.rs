@@ -1,150 +1,19 @@
 //! Every SQL statement the engine runs against its own tables. Each state
 //! change is a guarded update (`WHERE status = …` and, for a runner, `AND owner = me`).
+//! Statuses are bound as parameters (`domain::status` maps them to text).
 
 use super::domain::*;
-use super::sinks::SourceUser;
-use chrono::{DateTime, Utc};
+use super::source::SOURCE_MAX_ID;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 
-const JOB_COLUMNS: &str =
-    "job_key, status, dry_run, mode, options, cursor, processed, failed, skipped,
-    skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
-    pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
-    owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id";
+mod job_row;
 
-/// A user the runner must write: not deleted, with at least one identifier.
-/// Mirrors `SourceUser::identifiers` and the runner's skip rules.
-pub const ELIGIBLE_USER: &str = "deleted_at IS NULL AND num_nonnulls(
-    nullif(btrim(email, E' \\t\\r\\n'), ''), nullif(btrim(phone, E' \\t\\r\\n'), ''),
-    nullif(btrim(signup_ip, E' \\t\\r\\n'), ''), nullif(btrim(last_login_ip, E' \\t\\r\\n'), ''),
-    nullif(btrim(device_id, E' \\t\\r\\n'), '')) > 0";
+pub use job_row::JobRow;
+use job_row::JOB_COLUMNS;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct JobRow {
-    pub job_key: String,
-    pub status: String,
-    pub dry_run: bool,
-    pub mode: String,
-    /// Read as plain JSON: rows written by other releases must still load.
-    pub options: sqlx::types::Json<serde_json::Value>,
-    pub cursor: i64,
-    pub processed: i64,
-    pub failed: i64,
-    pub skipped: i64,
-    pub skipped_dry_run: i64,
-    pub skipped_deleted: i64,
-    pub skipped_no_identifiers: i64,
-    pub consecutive_failures: i32,
-    pub last_error: Option<String>,
-    pub pause_reason: Option<String>,
-    pub stop_requested: bool,
-    pub started_by: Option<String>,
-    pub stopped_by: Option<String>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub owner: Option<String>,
-    pub heartbeat_at: Option<DateTime<Utc>>,
-    pub run_started_at: Option<DateTime<Utc>>,
-    pub run_scanned: i64,
-    pub retry_position: Option<i64>,
-    pub retry_until: Option<i64>,
-    pub source_max_id: Option<i64>,
-}
-
-impl JobRow {
-    pub fn status(&self) -> Option<JobStatus> {
-        JobStatus::parse(&self.status)
-    }
-
-    /// The options the runner uses for this row: stored fields, defaults for
-    /// missing ones. `Err` says why the row cannot be read.
-    pub fn effective_options(&self, runtime_default: u64) -> Result<StartOptions, String> {
-        if Mode::parse(&self.mode).is_none() {
-            return Err(format!(
-                "its mode {:?} is not one this version knows",
-                self.mode
-            ));
-        }
-        StartOptions::from_stored(
-            &self.options.0,
-            &self.job_key,
-            self.dry_run,
-            runtime_default,
-        )
-    }
-
-    /// The API shape. `runtime_default` fills a missing `max_runtime_ms`
-    /// exactly as the runner would.
-    pub fn to_job(&self, runtime_default: u64) -> Job {
-        let readable = self.effective_options(runtime_default);
-        let status = match (&readable, self.status()) {
-            (_, Some(status)) if status.is_active() => status,
-            (Err(_), _) => JobStatus::Unreadable,
-            (Ok(_), status) => status.unwrap_or(JobStatus::Archived),
-        };
-        let options = readable.as_ref().cloned().unwrap_or_else(|_| {
-            StartOptions::from_stored(
-                &serde_json::Value::Object(Default::default()),
-                &self.job_key,
-                self.dry_run,
-                runtime_default,
-            )
-            .expect("empty options read as defaults")
-        });
-        let scanned = self.processed + self.failed + self.skipped;
-        let active = status.is_active();
-        let throughput_per_sec = self.run_started_at.filter(|_| active).and_then(|since| {
-            let elapsed = (Utc::now() - since).num_milliseconds() as f64 / 1000.0;
-            (elapsed >= 1.0).then(|| self.run_scanned as f64 / elapsed)
-        });
-        let eta_secs = match (throughput_per_sec, self.source_max_id) {
-            (Some(rate), Some(max_id)) if rate > 0.0 && options.mode == Mode::Full => {
-                Some(((max_id - self.cursor).max(0) as f64 / rate).ceil() as i64)
-            }
-            _ => None,
-        };
-        Job {
-            job_key: self.job_key.clone(),
-            status,
-            dry_run: self.dry_run,
-            mode: Mode::parse(&self.mode).unwrap_or_default(),
-            cursor: self.cursor,
-            processed: self.processed,
-            failed: self.failed,
-            skipped: self.skipped,
-            scanned,
-            progress_label: progress_label(scanned, self.cursor),
-            skipped_by_reason: SkipCounts {
-                dry_run: self.skipped_dry_run,
-                deleted: self.skipped_deleted,
-                no_identifiers: self.skipped_no_identifiers,
-            },
-            last_error: self.last_error.clone(),
-            pause_reason: self.pause_reason.as_deref().and_then(PauseReason::parse),
-            stop_requested: self.stop_requested,
-            options,
-            started_by: self.started_by.clone(),
-            stopped_by: self.stopped_by.clone(),
-            started_at: self.started_at,
-            updated_at: self.updated_at,
-            finished_at: self.finished_at,
-            throughput_per_sec,
-            eta_secs,
-            source_max_id: self.source_max_id,
-            unreadable_reason: readable.err(),
-        }
-    }
-}
-
-fn status_list(statuses: &[JobStatus]) -> Vec<String> {
-    statuses.iter().map(|s| s.as_str().to_string()).collect()
-}
-
-fn pause_reasons() -> Vec<&'static str> {
-    PauseReason::ALL.iter().map(|r| r.as_str()).collect()
-}
+/// The pause reasons the watchdog resumes: all of them.
+const RESUMABLE_REASONS: &[PauseReason] = PauseReason::STORED;
 
 pub async fn get_job(pool: &PgPool, job_key: &str) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -162,8 +31,8 @@ pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobRow>, sqlx::Error> {
          WHERE status = ANY($1)
          ORDER BY (status = ANY($2)) DESC, updated_at DESC, job_key"
     ))
-    .bind(status_list(&JobStatus::VISIBLE))
-    .bind(status_list(&JobStatus::ACTIVE))
+    .bind(&JobStatus::VISIBLE[..])
+    .bind(&JobStatus::ACTIVE[..])
     .fetch_all(pool)
     .await
 }
@@ -182,7 +51,7 @@ pub async fn claim_for_start(
         "INSERT INTO identity_graph_backfill_jobs AS j
              (job_key, status, dry_run, mode, options, owner, heartbeat_at, started_by, started_at,
               updated_at, run_started_at, source_max_id)
-         VALUES ($1, $9, $2, $3, $4, $5, now(), $6, now(), now(), now(), (SELECT max(id) FROM users))
+         VALUES ($1, $9, $2, $3, $4, $5, now(), $6, now(), now(), now(), {SOURCE_MAX_ID})
          ON CONFLICT (job_key) DO UPDATE SET
              status = EXCLUDED.status, mode = EXCLUDED.mode,
              options = CASE WHEN jsonb_typeof(j.options) = 'object' AND NOT $7
@@ -206,13 +75,13 @@ pub async fn claim_for_start(
     ))
     .bind(options.job_key.as_str())
     .bind(options.dry_run)
-    .bind(options.mode.as_str())
+    .bind(options.mode)
     .bind(sqlx::types::Json(options))
     .bind(token)
     .bind(actor)
     .bind(options.reset_cursor)
-    .bind(status_list(&JobStatus::STARTABLE))
-    .bind(JobStatus::Running.as_str())
+    .bind(&JobStatus::STARTABLE[..])
+    .bind(JobStatus::Running)
     .fetch_optional(&mut **tx)
     .await?;
     if claimed.is_some() && options.reset_cursor {
@@ -236,22 +105,22 @@ pub async fn claim_for_resume(
         "UPDATE identity_graph_backfill_jobs SET
              status = $4, owner = $2, heartbeat_at = now(), pause_reason = NULL,
              consecutive_failures = 0, updated_at = now(), run_started_at = now(), run_scanned = 0,
-             finished_at = NULL, source_max_id = (SELECT max(id) FROM users)
+             finished_at = NULL, source_max_id = {SOURCE_MAX_ID}
          WHERE job_key = $1 AND {}
          RETURNING {JOB_COLUMNS}",
         resumable("$3", "$5")
     ))
     .bind(job_key)
     .bind(token)
-    .bind(pause_reasons())
-    .bind(JobStatus::Running.as_str())
-    .bind(JobStatus::Paused.as_str())
+    .bind(RESUMABLE_REASONS)
+    .bind(JobStatus::Running)
+    .bind(JobStatus::Paused)
     .fetch_optional(&mut **tx)
     .await
 }
 
 /// What the watchdog may resume, given the placeholders that hold the
-/// resumable pause reasons and the status 'paused'.
+/// resumable pause reasons and the paused status.
 fn resumable(reasons: &str, paused: &str) -> String {
     format!(
         "status = {paused} AND pause_reason = ANY({reasons}) AND NOT dry_run
@@ -307,8 +176,8 @@ pub async fn resumable_job_keys(pool: &PgPool) -> Result<Vec<String>, sqlx::Erro
         "SELECT job_key FROM identity_graph_backfill_jobs WHERE {} ORDER BY updated_at",
         resumable("$1", "$2")
     ))
-    .bind(pause_reasons())
-    .bind(JobStatus::Paused.as_str())
+    .bind(RESUMABLE_REASONS)
+    .bind(JobStatus::Paused)
     .fetch_all(pool)
     .await
 }
@@ -323,14 +192,19 @@ pub async fn request_stop(
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "UPDATE identity_graph_backfill_jobs SET
              stop_requested = true, stopped_by = $2, updated_at = now(),
-             status = CASE status WHEN 'paused' THEN 'stopped' ELSE 'stopping' END,
-             pause_reason = CASE status WHEN 'paused' THEN NULL ELSE pause_reason END,
-             finished_at = CASE status WHEN 'paused' THEN now() ELSE finished_at END
-         WHERE job_key = $1 AND status IN ('running', 'stopping', 'paused')
+             status = CASE WHEN status = $4 THEN $5 ELSE $6 END,
+             pause_reason = CASE WHEN status = $4 THEN NULL ELSE pause_reason END,
+             finished_at = CASE WHEN status = $4 THEN now() ELSE finished_at END
+         WHERE job_key = $1 AND status = ANY($3)
          RETURNING {JOB_COLUMNS}"
     ))
     .bind(job_key)
     .bind(actor)
+    .bind(&JobStatus::STOPPABLE[..])
+    // Nobody runs a paused job, so it stops at once; a running one stops at its next user.
+    .bind(JobStatus::Paused)
+    .bind(JobStatus::Stopped)
+    .bind(JobStatus::Stopping)
     .fetch_optional(&mut *tx)
     .await?;
     if row.is_some() {
@@ -358,20 +232,22 @@ pub async fn heartbeat(
     if renew {
         sqlx::query_scalar(
             "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now()
-             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)
              RETURNING stop_requested",
         )
         .bind(job_key)
         .bind(token)
+        .bind(&JobStatus::ACTIVE[..])
         .fetch_optional(pool)
         .await
     } else {
         sqlx::query_scalar(
             "SELECT stop_requested FROM identity_graph_backfill_jobs
-             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')",
+             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)",
         )
         .bind(job_key)
         .bind(token)
+        .bind(&JobStatus::ACTIVE[..])
         .fetch_optional(pool)
         .await
     }
@@ -384,18 +260,19 @@ pub async fn interrupt_expired_leases(
     pool: &PgPool,
     ttl: Duration,
 ) -> Result<Vec<String>, sqlx::Error> {
+    let interrupted = RunEnd::paused(PauseReason::Interrupted);
     sqlx::query_scalar(
         "WITH expired AS (
              SELECT job_key, owner, status FROM identity_graph_backfill_jobs
-             WHERE status IN ('running', 'stopping')
+             WHERE status = ANY($2)
                AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => $1))
              FOR UPDATE SKIP LOCKED),
          interrupted AS (
              UPDATE identity_graph_backfill_jobs j SET
-                 status = CASE e.status WHEN 'running' THEN 'paused' ELSE 'stopped' END,
-                 pause_reason = CASE e.status WHEN 'running' THEN 'interrupted' ELSE NULL END,
-                 finished_at = CASE e.status WHEN 'stopping' THEN now() ELSE j.finished_at END,
-                 last_error = CASE e.status WHEN 'running'
+                 status = CASE WHEN e.status = $3 THEN $4 ELSE $5 END,
+                 pause_reason = CASE WHEN e.status = $3 THEN $6 ELSE NULL END,
+                 finished_at = CASE WHEN e.status = $3 THEN j.finished_at ELSE now() END,
+                 last_error = CASE WHEN e.status = $3
                      THEN 'the run stopped renewing its lease (its replica died or lost the database); the watchdog resumes it'
                      ELSE j.last_error END,
                  owner = NULL, heartbeat_at = NULL, updated_at = now()
@@ -403,51 +280,19 @@ pub async fn interrupt_expired_leases(
              RETURNING j.job_key),
          closed AS (
              UPDATE identity_graph_backfill_runs r SET ended_at = now(),
-                 outcome = CASE e.status WHEN 'running' THEN 'paused (interrupted)' ELSE 'stopped' END
+                 outcome = CASE WHEN e.status = $3 THEN $7 ELSE $8 END
              FROM expired e WHERE r.job_key = e.job_key AND r.owner = e.owner AND r.ended_at IS NULL)
          SELECT job_key FROM interrupted",
     )
     .bind(ttl.as_secs_f64())
-    .fetch_all(pool)
-    .await
-}
-
-/// The next batch after the cursor, in id order (the keyset scan).
-pub async fn users_after(
-    pool: &PgPool,
-    cursor: i64,
-    limit: u32,
-) -> Result<Vec<SourceUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, email, phone, created_at, signup_ip, last_login_ip, device_id, deleted_at
-         FROM users WHERE id > $1 ORDER BY id LIMIT $2",
-    )
-    .bind(cursor)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-}
-
-/// Users with an unresolved failure on this job, after `after_user_id` and at
-/// most `up_to`.
-pub async fn failed_users_after(
-    pool: &PgPool,
-    job_key: &str,
-    after_user_id: i64,
-    up_to: i64,
-    limit: u32,
-) -> Result<Vec<SourceUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.id, u.email, u.phone, u.created_at, u.signup_ip, u.last_login_ip, u.device_id, u.deleted_at
-         FROM identity_graph_backfill_failures f
-         JOIN users u ON u.id = f.user_id
-         WHERE f.job_key = $1 AND f.resolved_at IS NULL AND f.user_id > $2 AND f.user_id <= $3
-         ORDER BY f.user_id LIMIT $4",
-    )
-    .bind(job_key)
-    .bind(after_user_id)
-    .bind(up_to)
-    .bind(i64::from(limit))
+    .bind(&JobStatus::ACTIVE[..])
+    // A running job pauses (interrupted) for the watchdog; a stopping one is stopped.
+    .bind(JobStatus::Running)
+    .bind(JobStatus::Paused)
+    .bind(JobStatus::Stopped)
+    .bind(PauseReason::Interrupted)
+    .bind(interrupted.outcome(JobStatus::Paused))
+    .bind(RunEnd::Stopped.outcome(JobStatus::Stopped))
     .fetch_all(pool)
     .await
 }
@@ -526,7 +371,7 @@ pub async fn checkpoint(
                  run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now(),
                  retry_position = CASE WHEN $17 THEN $18 ELSE retry_position END,
                  retry_until = CASE WHEN $17 THEN $19 ELSE retry_until END
-             WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+             WHERE job_key = $1 AND owner = $2 AND status = ANY($20)
              RETURNING job_key),
          run AS (
              UPDATE identity_graph_backfill_runs SET processed = processed + $14,
@@ -552,7 +397,8 @@ pub async fn checkpoint(
     .bind(batch.run.skipped)
     .bind(set_retry)
     .bind(retry_position)
-    .bind(retry_until);
+    .bind(retry_until)
+    .bind(&JobStatus::ACTIVE[..]);
     if batch.failures.is_empty() && batch.resolved.is_empty() {
         return Ok(counters.fetch_one(pool).await? == 1);
     }
@@ -611,6 +457,25 @@ impl RunEnd {
             error: None,
         }
     }
+
+    /// The status this ending asks for (a pending stop may still win).
+    fn status(&self) -> JobStatus {
+        match self {
+            RunEnd::Completed => JobStatus::Completed,
+            RunEnd::Paused { .. } => JobStatus::Paused,
+            RunEnd::Stopped => JobStatus::Stopped,
+            RunEnd::Failed(_) => JobStatus::Failed,
+        }
+    }
+
+    /// The run row's outcome once the job's status `written` is known:
+    /// `paused (max-runtime)`, `stopped`, …
+    fn outcome(&self, written: JobStatus) -> String {
+        match (written, self) {
+            (JobStatus::Paused, RunEnd::Paused { reason, .. }) => format!("{written} ({reason})"),
+            _ => written.to_string(),
+        }
+    }
 }
 
 /// Releases the lease with the run's final status. A pending stop wins over
@@ -622,98 +487,45 @@ pub async fn finish_run(
     run_id: i64,
     end: &RunEnd,
 ) -> Result<Option<JobStatus>, sqlx::Error> {
-    let (status, reason, error) = match end {
-        RunEnd::Completed => (JobStatus::Completed, None, None),
-        RunEnd::Paused { reason, error } => {
-            (JobStatus::Paused, Some(reason.as_str()), error.as_deref())
-        }
-        RunEnd::Stopped => (JobStatus::Stopped, None, None),
-        RunEnd::Failed(error) => (JobStatus::Failed, None, Some(error.as_str())),
+    let (reason, error) = match end {
+        RunEnd::Paused { reason, error } => (Some(*reason), error.as_deref()),
+        RunEnd::Failed(error) => (None, Some(error.as_str())),
+        RunEnd::Completed | RunEnd::Stopped => (None, None),
     };
     let mut tx = pool.begin().await?;
-    let written: Option<String> = sqlx::query_scalar(
+    // A stop requested while the run was ending wins: the job is `stopped`.
+    let written: Option<JobStatus> = sqlx::query_scalar(
         "UPDATE identity_graph_backfill_jobs SET
-             status = CASE WHEN stop_requested OR status = 'stopping' THEN 'stopped' ELSE $3 END,
-             pause_reason = CASE WHEN stop_requested OR status = 'stopping' THEN NULL ELSE $4 END,
-             finished_at = CASE WHEN (stop_requested OR status = 'stopping' OR $3 <> 'paused') THEN now() ELSE NULL END,
+             status = CASE WHEN stop_requested OR status = $6 THEN $7 ELSE $3 END,
+             pause_reason = CASE WHEN stop_requested OR status = $6 THEN NULL ELSE $4 END,
+             finished_at = CASE WHEN (stop_requested OR status = $6 OR $3 <> $8) THEN now() ELSE NULL END,
              last_error = coalesce($5, last_error),
              owner = NULL, heartbeat_at = NULL, updated_at = now()
-         WHERE job_key = $1 AND owner = $2 AND status IN ('running', 'stopping')
+         WHERE job_key = $1 AND owner = $2 AND status = ANY($9)
          RETURNING status",
     )
     .bind(job_key)
     .bind(token)
-    .bind(status.as_str())
+    .bind(end.status())
     .bind(reason)
     .bind(error)
+    .bind(JobStatus::Stopping)
+    .bind(JobStatus::Stopped)
+    .bind(JobStatus::Paused)
+    .bind(&JobStatus::ACTIVE[..])
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(final_status) = &written {
-        let outcome = match (final_status.as_str(), reason) {
-            ("paused", Some(reason)) => format!("paused ({reason})"),
-            (other, _) => other.to_string(),
-        };
+    if let Some(status) = written {
         sqlx::query(
             "UPDATE identity_graph_backfill_runs SET ended_at = now(), outcome = $2 WHERE id = $1",
         )
         .bind(run_id)
-        .bind(outcome)
+        .bind(end.outcome(status))
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
-    Ok(written.as_deref().and_then(JobStatus::parse))
-}
-
-/// The coverage check of an idle job (see `Coverage`).
-pub async fn coverage(
-    pool: &PgPool,
-    row: &JobRow,
-    with_built_in_graph: bool,
-) -> Result<Coverage, sqlx::Error> {
-    let (users_up_to_cursor, eligible_up_to_cursor, unresolved_failures): (i64, i64, i64) =
-        sqlx::query_as(&format!(
-            "SELECT
-                 (SELECT count(*) FROM users WHERE id <= $2),
-                 (SELECT count(*) FROM users WHERE id <= $2 AND {ELIGIBLE_USER}),
-                 (SELECT count(*) FROM identity_graph_backfill_failures
-                  WHERE job_key = $1 AND resolved_at IS NULL AND user_id <= $2)"
-        ))
-        .bind(&row.job_key)
-        .bind(row.cursor)
-        .fetch_one(pool)
-        .await?;
-    let missing_from_graph = if with_built_in_graph && !row.dry_run {
-        Some(
-            sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM users u
-                 WHERE u.id <= $2 AND {ELIGIBLE_USER}
-                   AND NOT EXISTS (SELECT 1 FROM identity_graph_users g WHERE g.user_id = u.id)
-                   AND NOT EXISTS (SELECT 1 FROM identity_graph_backfill_failures f
-                                   WHERE f.job_key = $1 AND f.user_id = u.id AND f.resolved_at IS NULL)"
-            ))
-            .bind(&row.job_key)
-            .bind(row.cursor)
-            .fetch_one(pool)
-            .await?,
-        )
-    } else {
-        None
-    };
-    let unaccounted = if row.dry_run {
-        users_up_to_cursor - row.skipped_dry_run
-    } else {
-        eligible_up_to_cursor - row.processed - unresolved_failures
-    };
-    Ok(Coverage {
-        users_up_to_cursor,
-        eligible_up_to_cursor,
-        written: if row.dry_run { 0 } else { row.processed },
-        unresolved_failures,
-        unaccounted,
-        counters_match: row.processed + row.failed + row.skipped == users_up_to_cursor,
-        missing_from_graph,
-    })
+    Ok(written)
 }
 
 pub async fn recent_failures(

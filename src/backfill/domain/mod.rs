@@ -1,0 +1,18 @@
+//! The backfill's shared vocabulary, compiled for both the server and the
+//! WASM UI, so the form checks input with exactly the rules the server
+//! enforces:
+//!
+//! - [`status`]: job statuses, pause reasons, modes, and their stored words;
+//! - [`job_key`]: the job key and its rules;
+//! - [`options`]: the start options, each declared once;
+//! - [`views`]: the shapes the API returns.
+
+pub mod job_key;
+pub mod options;
+pub mod status;
+pub mod views;
+
+pub use job_key::*;
+pub use options::*;
+pub use status::*;
+pub use views::*;

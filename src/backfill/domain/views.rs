@@ -1,0 +1,178 @@
+//! The shapes the API returns: jobs, their details, the list and the
+//! answers to start and stop.
+
+use super::options::{Adjustment, StartOptions};
+use super::status::{JobStatus, Mode, PauseReason};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Users skipped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipCounts {
+    pub dry_run: i64,
+    pub deleted: i64,
+    pub no_identifiers: i64,
+}
+
+/// A job as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_key: String,
+    pub status: JobStatus,
+    pub dry_run: bool,
+    pub mode: Mode,
+    pub cursor: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub scanned: i64,
+    pub progress_label: String,
+    pub skipped_by_reason: SkipCounts,
+    pub last_error: Option<String>,
+    pub pause_reason: Option<PauseReason>,
+    pub stop_requested: bool,
+    pub options: StartOptions,
+    pub started_by: Option<String>,
+    pub stopped_by: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Users handled per second in the current run, while it is active.
+    pub throughput_per_sec: Option<f64>,
+    /// Estimated seconds to the end of the source table, while active.
+    pub eta_secs: Option<i64>,
+    /// The highest source user id when the current run started: the
+    /// progress bar's 100%. `None` before a run records it.
+    pub source_max_id: Option<i64>,
+    /// Why the row could not be read, when `status` is `unreadable`.
+    pub unreadable_reason: Option<String>,
+}
+
+pub fn progress_label(scanned: i64, cursor: i64) -> String {
+    format!(
+        "{} scanned · cursor {}",
+        thousands(scanned),
+        thousands(cursor)
+    )
+}
+
+/// `12340` → `12,340`.
+pub fn thousands(value: i64) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value < 0 {
+        out.push('-');
+    }
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub jobs: i64,
+    pub active_runs: i64,
+    pub default_batch_size: u32,
+    pub ui_runtime_cap_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListResponse {
+    pub summary: Summary,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartResponse {
+    pub started: bool,
+    pub running: bool,
+    pub job: Job,
+    /// Fields that were clamped, with what was asked and what is used.
+    pub adjustments: Vec<Adjustment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopResponse {
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct FailureRecord {
+    pub user_id: i64,
+    pub error: String,
+    pub attempts: i32,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+}
+
+/// One run of a job: who or what started it, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct RunRecord {
+    pub id: i64,
+    pub trigger: String,
+    pub started_by: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub stopped_by: Option<String>,
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub owner: String,
+}
+
+/// Proof of coverage: whether every user up to the cursor is accounted for.
+/// Computed while the job is idle, when its counters and cursor hold still.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Source users with an id at or below the cursor.
+    pub users_up_to_cursor: i64,
+    /// Of those, the users a real run must write (not deleted, with an identifier).
+    pub eligible_up_to_cursor: i64,
+    /// Users written to the Identity Graph (the `processed` counter).
+    pub written: i64,
+    /// Unresolved per-user failures at or below the cursor.
+    pub unresolved_failures: i64,
+    /// Eligible users neither written nor recorded as failed, by the counters
+    /// (for a dry run: users up to the cursor that were not rehearsed).
+    pub unaccounted: i64,
+    /// `processed + failed + skipped` equals `users_up_to_cursor`.
+    pub counters_match: bool,
+    /// With the built-in graph: eligible users up to the cursor that the graph
+    /// does not hold and that have no unresolved failure.
+    pub missing_from_graph: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub job: Job,
+    /// `None` while a run is active, or for an unreadable row.
+    pub coverage: Option<Coverage>,
+    pub recent_failures: Vec<FailureRecord>,
+    pub unresolved_failures: i64,
+    pub runs: Vec<RunRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(12_340), "12,340");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(-48_211), "-48,211");
+        assert_eq!(
+            progress_label(12_340, 48_211),
+            "12,340 scanned · cursor 48,211"
+        );
+    }
+}
