@@ -2,8 +2,6 @@
 //! it is here, so a deployment that replaces the table with a view (or
 //! renames a column) finds everything about the source in one place.
 
-use super::domain::Coverage;
-use super::store::JobRow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -92,55 +90,33 @@ pub async fn failed_users_after(
     .await
 }
 
-/// The coverage check of an idle job (see `Coverage`): the source up to the
-/// job's cursor, held against its counters, its failures and, with the
-/// built-in graph, the graph itself.
-pub async fn coverage(
+/// Source users with an id at or below `cursor`: all of them, and those a
+/// real run must write.
+pub async fn users_up_to(pool: &PgPool, cursor: i64) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE {ELIGIBLE_USER}) FROM users WHERE id <= $1"
+    ))
+    .bind(cursor)
+    .fetch_one(pool)
+    .await
+}
+
+/// Users at or below `cursor` that a real run must write, that the built-in
+/// graph does not hold, and that have no unresolved failure on this job.
+pub async fn missing_from_built_in_graph(
     pool: &PgPool,
-    row: &JobRow,
-    with_built_in_graph: bool,
-) -> Result<Coverage, sqlx::Error> {
-    let (users_up_to_cursor, eligible_up_to_cursor, unresolved_failures): (i64, i64, i64) =
-        sqlx::query_as(&format!(
-            "SELECT
-                 (SELECT count(*) FROM users WHERE id <= $2),
-                 (SELECT count(*) FROM users WHERE id <= $2 AND {ELIGIBLE_USER}),
-                 (SELECT count(*) FROM identity_graph_backfill_failures
-                  WHERE job_key = $1 AND resolved_at IS NULL AND user_id <= $2)"
-        ))
-        .bind(&row.job_key)
-        .bind(row.cursor)
-        .fetch_one(pool)
-        .await?;
-    let missing_from_graph = if with_built_in_graph && !row.dry_run {
-        Some(
-            sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM users u
-                 WHERE u.id <= $2 AND {ELIGIBLE_USER}
-                   AND NOT EXISTS (SELECT 1 FROM identity_graph_users g WHERE g.user_id = u.id)
-                   AND NOT EXISTS (SELECT 1 FROM identity_graph_backfill_failures f
-                                   WHERE f.job_key = $1 AND f.user_id = u.id AND f.resolved_at IS NULL)"
-            ))
-            .bind(&row.job_key)
-            .bind(row.cursor)
-            .fetch_one(pool)
-            .await?,
-        )
-    } else {
-        None
-    };
-    let unaccounted = if row.dry_run {
-        users_up_to_cursor - row.skipped_dry_run
-    } else {
-        eligible_up_to_cursor - row.processed - unresolved_failures
-    };
-    Ok(Coverage {
-        users_up_to_cursor,
-        eligible_up_to_cursor,
-        written: if row.dry_run { 0 } else { row.processed },
-        unresolved_failures,
-        unaccounted,
-        counters_match: row.processed + row.failed + row.skipped == users_up_to_cursor,
-        missing_from_graph,
-    })
+    job_key: &str,
+    cursor: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM users u
+         WHERE u.id <= $2 AND {ELIGIBLE_USER}
+           AND NOT EXISTS (SELECT 1 FROM identity_graph_users g WHERE g.user_id = u.id)
+           AND NOT EXISTS (SELECT 1 FROM identity_graph_backfill_failures f
+                           WHERE f.job_key = $1 AND f.user_id = u.id AND f.resolved_at IS NULL)"
+    ))
+    .bind(job_key)
+    .bind(cursor)
+    .fetch_one(pool)
+    .await
 }

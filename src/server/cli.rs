@@ -1,4 +1,4 @@
-//! The binary's subcommands (DESIGN §10): `serve` (the default), `migrate`,
+//! The binary's subcommands (README, "Commands of the binary"): `serve` (the default), `migrate`,
 //! `admin add EMAIL` / `admin remove EMAIL` / `admin list`, `seed-demo --users N`,
 //! and the quick-start's `demo-setup`.
 

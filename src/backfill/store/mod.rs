@@ -7,8 +7,10 @@ use super::source::SOURCE_MAX_ID;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::time::Duration;
 
+mod coverage;
 mod job_row;
 
+pub use coverage::coverage;
 pub use job_row::JobRow;
 use job_row::JOB_COLUMNS;
 

@@ -1,13 +1,18 @@
-//! The engine: starts, stops and resumes runs, keeps the in-memory map of
-//! live runs, holds each run's lease, and runs the watchdog.
+//! The engine: starts and stops runs, answers the API, and keeps the
+//! in-memory map of the runs live in this process.
 //!
-//! Postgres coordinates the replicas; this struct only knows about the runs
+//! - [`lease`]: the token that names one run, and its heartbeat;
+//! - [`watchdog`]: interrupts expired leases and resumes paused runs.
+//!
+//! Postgres coordinates the replicas; the engine only knows about the runs
 //! in its own process.
+
+mod lease;
+mod watchdog;
 
 use super::domain::*;
 use super::runner::{Lease, Position, RunSignals, Runner};
 use super::sinks::IdentityGraph;
-use super::source;
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
 use crate::request_context::internal_error;
@@ -15,7 +20,7 @@ use sqlx::PgPool;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -58,22 +63,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn replica_id() -> String {
-    use rand::Rng;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
-    format!(
-        "{host}-{}-{:06x}",
-        std::process::id(),
-        rand::thread_rng().gen::<u32>() & 0xff_ffff
-    )
-}
-
-/// How long a live run may wait for users in flight, a checkpoint and its
-/// final write when a newer run of the same key replaces it on this replica.
-const REPLACED_RUN_LIMIT: Duration = Duration::from_secs(5);
-/// The pause before the watchdog retries a run that database trouble interrupted.
-const RESUME_AFTER_TROUBLE: Duration = Duration::from_secs(1);
-
 impl Engine {
     /// `sink` is `None` when no Identity Graph is configured: real runs are
     /// refused and the watchdog resumes nothing.
@@ -88,7 +77,7 @@ impl Engine {
                 pool,
                 settings,
                 sink,
-                replica_id: replica_id(),
+                replica_id: lease::replica_id(),
                 live: Mutex::new(HashMap::new()),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -99,17 +88,6 @@ impl Engine {
 
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
-    }
-
-    /// A lease token that names one run: this replica, and a random part, so
-    /// a later run of the same key on the same replica is a different owner.
-    fn new_lease_token(&self) -> String {
-        use rand::Rng;
-        format!(
-            "{}/run-{:08x}",
-            self.inner.replica_id,
-            rand::thread_rng().gen::<u32>()
-        )
     }
 
     fn runtime_default(&self) -> u64 {
@@ -235,57 +213,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The watchdog's resume of a paused job, with its saved options.
-    /// `false` when another replica (or a stop) got there first.
-    pub async fn resume(&self, job_key: &str) -> Result<bool, sqlx::Error> {
-        if self.inner.sink.is_none() {
-            return Ok(false);
-        }
-        self.retire_local_run(job_key).await;
-        let token = self.new_lease_token();
-        let mut tx = self.inner.pool.begin().await?;
-        let Some(row) = store::claim_for_resume(&mut tx, job_key, &token).await? else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        let options = match row.effective_options(self.runtime_default()) {
-            Ok(options) => options,
-            Err(reason) => {
-                tracing::warn!(%job_key, "not resuming a job whose row cannot be read: {reason}");
-                tx.rollback().await?;
-                return Ok(false);
-            }
-        };
-        let run_id = store::insert_run(&mut tx, job_key, "watchdog", None, &token).await?;
-        tx.commit().await?;
-        tracing::info!(%job_key, "watchdog resumed the run");
-        self.spawn(&row, options, run_id, token);
-        Ok(true)
-    }
-
-    /// A run of this key still alive in this process can no longer hold the
-    /// lease (the watchdog just took it away): make it drop its users in
-    /// flight and exit before a new run starts, so the Identity Graph never
-    /// sees two runners of one key.
-    async fn retire_local_run(&self, job_key: &str) {
-        let done = {
-            let live = self.inner.live.lock().expect("live map lock");
-            live.get(job_key).map(|run| {
-                run.signals.lease_lost.cancel();
-                (run.done.clone(), run.task.clone())
-            })
-        };
-        if let Some((done, task)) = done {
-            if tokio::time::timeout(REPLACED_RUN_LIMIT, done.cancelled())
-                .await
-                .is_err()
-            {
-                tracing::warn!(%job_key, "a replaced run did not exit in time; aborting it");
-                task.abort();
-            }
-        }
-    }
-
     /// A cooperative stop. A run on this replica sees it within one user; a
     /// run elsewhere sees it at its next heartbeat poll (about a second).
     pub async fn stop(&self, job_key: &str, actor: &str) -> Result<StopResponse, AppError> {
@@ -355,7 +282,7 @@ impl Engine {
                 .sink
                 .as_ref()
                 .is_some_and(|sink| sink.is_built_in());
-            Some(source::coverage(pool, &row, built_in).await.map_err(db)?)
+            Some(store::coverage(pool, &row, built_in).await.map_err(db)?)
         };
         Ok(JobDetail {
             job,
@@ -428,7 +355,9 @@ impl Engine {
                     error: Some(_),
                 }) = end
                 {
-                    engine.wake_watchdog_after(RESUME_AFTER_TROUBLE).await;
+                    engine
+                        .wake_watchdog_after(watchdog::RESUME_AFTER_TROUBLE)
+                        .await;
                 }
             }
             .instrument(span),
@@ -441,111 +370,6 @@ impl Engine {
                 done,
                 task: handle.abort_handle(),
             },
-        );
-    }
-
-    async fn wake_watchdog_after(&self, delay: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => self.inner.watchdog_wake.notify_one(),
-            _ = self.inner.shutdown.cancelled() => {}
-        }
-    }
-
-    /// How often a run's heartbeat polls its row (for a stop from another
-    /// replica, or a lost lease), and how often it renews the lease.
-    fn heartbeat_cadence(&self) -> (Duration, Duration) {
-        let renew_every = (self.inner.settings.lease_ttl / 6)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        (renew_every.min(Duration::from_secs(1)), renew_every)
-    }
-
-    /// Renews the lease and watches the row for a stop from another replica.
-    /// A run that cannot confirm its lease for half the TTL stops itself
-    /// before the lease can expire, so it never writes beside its successor.
-    /// Never finishes: the run's end ends it.
-    fn heartbeat(
-        &self,
-        lease: Lease,
-        signals: RunSignals,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let pool = self.inner.pool.clone();
-        let (poll_every, renew_every) = self.heartbeat_cadence();
-        let fence_after = self.inner.settings.lease_ttl / 2;
-        async move {
-            let mut last_renewal = Instant::now();
-            loop {
-                tokio::time::sleep(poll_every).await;
-                let renew = last_renewal.elapsed() >= renew_every;
-                match store::heartbeat(&pool, &lease.job_key, &lease.token, renew).await {
-                    Ok(Some(stop_requested)) => {
-                        if renew {
-                            last_renewal = Instant::now();
-                        }
-                        if stop_requested {
-                            signals.stop.cancel();
-                        }
-                    }
-                    Ok(None) => signals.lease_lost.cancel(),
-                    Err(error) => {
-                        tracing::warn!("heartbeat failed: {error}");
-                        if last_renewal.elapsed() >= fence_after {
-                            tracing::warn!(
-                                "lease unconfirmed for half its TTL: the run stops writing"
-                            );
-                            signals.lease_lost.cancel();
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One watchdog pass: interrupt expired leases, then resume what may be resumed.
-    pub async fn watchdog_tick(&self) -> Result<Vec<String>, sqlx::Error> {
-        let interrupted =
-            store::interrupt_expired_leases(&self.inner.pool, self.inner.settings.lease_ttl)
-                .await?;
-        for key in &interrupted {
-            tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
-        }
-        if !interrupted.is_empty() {
-            // A run elsewhere that is alive but lapsed sees its lease gone at
-            // its next poll and drops its users in flight; give it that poll.
-            let (poll_every, _) = self.heartbeat_cadence();
-            tokio::time::sleep(poll_every * 2).await;
-        }
-        let mut resumed = Vec::new();
-        for key in store::resumable_job_keys(&self.inner.pool).await? {
-            if self.inner.shutdown.is_cancelled() {
-                break;
-            }
-            if self.resume(&key).await? {
-                resumed.push(key);
-            }
-        }
-        Ok(resumed)
-    }
-
-    /// Runs the watchdog: a pass at start-up (so a restarted replica resumes
-    /// interrupted jobs at once), then every interval or when woken.
-    pub fn start_watchdog(&self) {
-        let engine = self.clone();
-        let interval = self.inner.settings.watchdog_interval;
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(
-            async move {
-                loop {
-                    if let Err(error) = engine.watchdog_tick().await {
-                        tracing::error!("watchdog pass failed: {error}");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = engine.inner.watchdog_wake.notified() => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            }
-            .instrument(tracing::info_span!("watchdog")),
         );
     }
 

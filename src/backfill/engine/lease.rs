@@ -1,0 +1,80 @@
+//! A run's lease: the token that names one run, and the heartbeat that
+//! renews it, watches for a stop from another replica, and fences the run
+//! off when the lease cannot be confirmed.
+
+use super::Engine;
+use crate::backfill::runner::{Lease, RunSignals};
+use crate::backfill::store;
+use std::time::{Duration, Instant};
+
+pub(super) fn replica_id() -> String {
+    use rand::Rng;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".into());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::thread_rng().gen::<u32>() & 0xff_ffff
+    )
+}
+
+impl Engine {
+    /// A lease token that names one run: this replica, and a random part, so
+    /// a later run of the same key on the same replica is a different owner.
+    pub(super) fn new_lease_token(&self) -> String {
+        use rand::Rng;
+        format!(
+            "{}/run-{:08x}",
+            self.inner.replica_id,
+            rand::thread_rng().gen::<u32>()
+        )
+    }
+
+    /// How often a run's heartbeat polls its row (for a stop from another
+    /// replica, or a lost lease), and how often it renews the lease.
+    pub(super) fn heartbeat_cadence(&self) -> (Duration, Duration) {
+        let renew_every = (self.inner.settings.lease_ttl / 6)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        (renew_every.min(Duration::from_secs(1)), renew_every)
+    }
+
+    /// Renews the lease and watches the row for a stop from another replica.
+    /// A run that cannot confirm its lease for half the TTL stops itself
+    /// before the lease can expire, so it never writes beside its successor.
+    /// Never finishes: the run's end ends it.
+    pub(super) fn heartbeat(
+        &self,
+        lease: Lease,
+        signals: RunSignals,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pool = self.inner.pool.clone();
+        let (poll_every, renew_every) = self.heartbeat_cadence();
+        let fence_after = self.inner.settings.lease_ttl / 2;
+        async move {
+            let mut last_renewal = Instant::now();
+            loop {
+                tokio::time::sleep(poll_every).await;
+                let renew = last_renewal.elapsed() >= renew_every;
+                match store::heartbeat(&pool, &lease.job_key, &lease.token, renew).await {
+                    Ok(Some(stop_requested)) => {
+                        if renew {
+                            last_renewal = Instant::now();
+                        }
+                        if stop_requested {
+                            signals.stop.cancel();
+                        }
+                    }
+                    Ok(None) => signals.lease_lost.cancel(),
+                    Err(error) => {
+                        tracing::warn!("heartbeat failed: {error}");
+                        if last_renewal.elapsed() >= fence_after {
+                            tracing::warn!(
+                                "lease unconfirmed for half its TTL: the run stops writing"
+                            );
+                            signals.lease_lost.cancel();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
