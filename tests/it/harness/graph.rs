@@ -129,12 +129,13 @@ impl GraphServer {
         self.inner.authorization.lock().unwrap().clone()
     }
 
-    pub fn sink_env(&self) -> Vec<(&'static str, String)> {
+    /// The settings that point a server at this graph.
+    pub fn sink_env(&self) -> Vec<(&'static str, &str)> {
         vec![
-            ("IDENTITY_GRAPH_SINK", "http".to_string()),
-            ("IDENTITY_GRAPH_URL", self.url.clone()),
-            ("IDENTITY_GRAPH_TOKEN", "test-token-123".to_string()),
-            ("IDENTITY_GRAPH_TIMEOUT_MS", "1000".to_string()),
+            ("IDENTITY_GRAPH_SINK", "http"),
+            ("IDENTITY_GRAPH_URL", &self.url),
+            ("IDENTITY_GRAPH_TOKEN", "test-token-123"),
+            ("IDENTITY_GRAPH_TIMEOUT_MS", "1000"),
         ]
     }
 }
