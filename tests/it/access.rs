@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 
 #[sqlx::test]
 async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let response = reqwest::Client::new()
-        .post(app.api_url("login"))
-        .json(&json!({"email": " Allowed@Example.com ", "password": ALLOWED.1}))
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let response = app
+        .sign_in_request(" Allowed@Example.com ", ALLOWED.1)
         .send()
         .await
         .unwrap();
@@ -49,12 +47,10 @@ async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_cookie_is_secure_behind_tls(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let response = reqwest::Client::new()
-        .post(app.api_url("login"))
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let response = app
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .header("x-forwarded-proto", "https")
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
         .send()
         .await
         .unwrap();
@@ -66,8 +62,7 @@ async fn the_cookie_is_secure_behind_tls(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_wrong_password_and_an_unknown_email_look_the_same(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[("LOGIN_MAX_FAILURES_PER_MINUTE", "100")]).await;
+    let app = TestApp::with_admins(&pool, &[("LOGIN_MAX_FAILURES_PER_MINUTE", "100")]).await;
     let mut wrong = Duration::ZERO;
     let mut unknown = Duration::ZERO;
     for _ in 0..3 {
@@ -97,14 +92,11 @@ async fn a_wrong_password_and_an_unknown_email_look_the_same(pool: PgPool) {
 
 #[sqlx::test]
 async fn login_rotates_the_session_id(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let (_, first, _) = app.login(ALLOWED.0, ALLOWED.1).await;
-    let first = first.unwrap();
-    let response = reqwest::Client::new()
-        .post(app.api_url("login"))
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let first = app.session(ALLOWED).await;
+    let response = app
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .header("cookie", &first)
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
         .send()
         .await
         .unwrap();
@@ -126,17 +118,14 @@ async fn login_rotates_the_session_id(pool: PgPool) {
 
 #[sqlx::test]
 async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
-    add_admins(&pool).await;
-    let idle = TestApp::spawn(&pool, &[("SESSION_IDLE_TIMEOUT_SECS", "1")]).await;
-    let (_, cookie, _) = idle.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
+    let idle = TestApp::with_admins(&pool, &[("SESSION_IDLE_TIMEOUT_SECS", "1")]).await;
+    let cookie = idle.session(ALLOWED).await;
     assert_eq!(idle.call(Some(&cookie), "me", json!({})).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(idle.call(Some(&cookie), "me", json!({})).await.0, 401);
 
     let absolute = TestApp::spawn(&pool, &[("SESSION_ABSOLUTE_TIMEOUT_SECS", "2")]).await;
-    let (_, cookie, _) = absolute.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
+    let cookie = absolute.session(ALLOWED).await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
@@ -151,10 +140,8 @@ async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
 
 #[sqlx::test]
 async fn tampered_and_forged_cookies_are_refused(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let (_, cookie, _) = app.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let cookie = app.session(ALLOWED).await;
     let mut tampered = cookie.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == '0' { '1' } else { '0' });
@@ -173,10 +160,8 @@ async fn tampered_and_forged_cookies_are_refused(pool: PgPool) {
 
 #[sqlx::test]
 async fn logout_destroys_the_session(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let (_, cookie, _) = app.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let cookie = app.session(ALLOWED).await;
     let (status, _) = app.call(Some(&cookie), "logout", json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(app.call(Some(&cookie), "me", json!({})).await.0, 401);
@@ -186,10 +171,8 @@ async fn logout_destroys_the_session(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_session_survives_a_server_restart(pool: PgPool) {
-    add_admins(&pool).await;
-    let first = TestApp::spawn(&pool, &[]).await;
-    let (_, cookie, _) = first.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
+    let first = TestApp::with_admins(&pool, &[]).await;
+    let cookie = first.session(ALLOWED).await;
     first.stop().await;
     let second = TestApp::spawn(&pool, &[]).await;
     let (status, me) = second.call(Some(&cookie), "me", json!({})).await;
@@ -201,10 +184,8 @@ async fn a_session_survives_a_server_restart(pool: PgPool) {
 /// without a session (401) and a signed-in admin off the allow-list (403).
 #[sqlx::test]
 async fn every_job_control_route_is_guarded(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[("IDENTITY_GRAPH_SINK", "postgres")]).await;
-    let (_, viewer, _) = app.login(NOT_ALLOWED.0, NOT_ALLOWED.1).await;
-    let viewer = viewer.unwrap();
+    let app = TestApp::with_admins(&pool, &[("IDENTITY_GRAPH_SINK", "postgres")]).await;
+    let viewer = app.session(NOT_ALLOWED).await;
     let open = ["login", "logout", "me"];
     let routes: Vec<String> = leptos::server_fn::axum::server_fn_paths()
         .map(|(path, _)| path.to_string())
@@ -243,8 +224,7 @@ async fn every_job_control_route_is_guarded(pool: PgPool) {
 
 #[sqlx::test]
 async fn oversized_and_hostile_credentials_are_validation_errors(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     // Long enough to break every field rule, short enough to pass the 64 KB
     // body limit (a bigger body is a 413, see tests/api.rs).
     let huge = "a".repeat(10_000);
@@ -277,8 +257,7 @@ async fn oversized_and_hostile_credentials_are_validation_errors(pool: PgPool) {
 
 #[sqlx::test]
 async fn no_response_leaks_a_hash_or_sql(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     let (_, cookie, login) = app.login(ALLOWED.0, ALLOWED.1).await;
     let cookie = cookie.unwrap();
     let mut bodies = vec![login.to_string()];
@@ -302,8 +281,7 @@ async fn no_response_leaks_a_hash_or_sql(pool: PgPool) {
 
 #[sqlx::test]
 async fn requests_not_from_the_app_are_refused(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     let client = reqwest::Client::new();
     let plain = client
         .post(app.api_url("login"))
@@ -313,19 +291,17 @@ async fn requests_not_from_the_app_are_refused(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(plain.status(), 415);
-    let foreign = client
-        .post(app.api_url("login"))
+    let foreign = app
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .header("origin", "https://evil.example")
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
         .send()
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403);
     assert!(foreign.headers().get("set-cookie").is_none());
-    let same_site = client
-        .post(app.api_url("login"))
+    let same_site = app
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .header("origin", format!("http://{}", app.addr))
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
         .send()
         .await
         .unwrap();
@@ -334,8 +310,7 @@ async fn requests_not_from_the_app_are_refused(pool: PgPool) {
 
 #[sqlx::test]
 async fn pages_need_a_session_and_healthz_reports_the_database(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

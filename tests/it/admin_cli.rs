@@ -86,12 +86,9 @@ async fn admin_add_refuses_weak_passwords_and_writes_nothing(pool: PgPool) {
 
 #[sqlx::test]
 async fn admin_remove_ends_the_sessions_of_the_removed_admin(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let (_, cookie, _) = app.login(ALLOWED.0, ALLOWED.1).await;
-    let cookie = cookie.unwrap();
-    let (_, viewer, _) = app.login(NOT_ALLOWED.0, NOT_ALLOWED.1).await;
-    let viewer = viewer.unwrap();
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let cookie = app.session(ALLOWED).await;
+    let viewer = app.session(NOT_ALLOWED).await;
     assert_eq!(app.call(Some(&cookie), "me", json!({})).await.0, 200);
     assert_eq!(app.call(Some(&cookie), "list", json!({})).await.0, 200);
 
@@ -142,12 +139,9 @@ async fn admin_remove_ends_the_sessions_of_the_removed_admin(pool: PgPool) {
 
 #[sqlx::test]
 async fn admin_add_for_an_existing_admin_rotates_the_password_and_ends_its_sessions(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
-    let (_, old_session, _) = app.login(ALLOWED.0, ALLOWED.1).await;
-    let old_session = old_session.unwrap();
-    let (_, viewer, _) = app.login(NOT_ALLOWED.0, NOT_ALLOWED.1).await;
-    let viewer = viewer.unwrap();
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let old_session = app.session(ALLOWED).await;
+    let viewer = app.session(NOT_ALLOWED).await;
 
     let new_password = "marble osprey fennel circuit 58";
     let out = admin_cli(&pool, &["add", ALLOWED.0], new_password, &[]).await;
@@ -182,8 +176,7 @@ async fn admin_add_for_an_existing_admin_rotates_the_password_and_ends_its_sessi
 
 #[sqlx::test]
 async fn admin_list_shows_allow_list_last_sign_in_and_live_sessions_but_no_hash(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     app.login(ALLOWED.0, ALLOWED.1).await.1.unwrap();
     app.login(ALLOWED.0, ALLOWED.1).await.1.unwrap();
     // An expired session is not live.

@@ -26,14 +26,8 @@ async fn out_of_range_numbers_are_clamped_and_echoed(pool: PgPool) {
     assert_eq!(options["max_runtime_ms"], 1_000);
     assert_eq!(options["max_consecutive_failures"], 10_000);
     assert_eq!(options["concurrency"], 1);
-    let adjusted: Vec<&str> = body["adjustments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["field"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        adjusted,
+        strings(&body["adjustments"], "field"),
         [
             "batch_size",
             "sleep_ms",

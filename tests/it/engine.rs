@@ -14,8 +14,7 @@ use sqlx::PgPool;
 #[sqlx::test]
 async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) {
     seed(&pool, 10_000).await;
-    let graph = GraphServer::start().await;
-    let replica = Replica::with_graph(&pool, &graph, &[]);
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     let started = replica
         .start(json!({"batch_size": 500, "sleep_ms": 0, "concurrency": 16}))
         .await;
@@ -74,9 +73,8 @@ async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) 
 #[sqlx::test]
 async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgPool) {
     seed(&pool, 600).await;
-    let graph = GraphServer::start().await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     graph.behave(|_, _| Reply::Slow(std::time::Duration::from_millis(5)));
-    let replica = Replica::with_graph(&pool, &graph, &[]);
     let start = json!({"job_key": "capped", "batch_size": 20, "sleep_ms": 0, "concurrency": 1, "max_runtime_ms": 1000});
     let row = replica.run(start.clone()).await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
@@ -126,8 +124,7 @@ async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgP
 #[sqlx::test]
 async fn a_stop_goes_stopping_then_stopped_and_a_rerun_continues(pool: PgPool) {
     seed(&pool, 2_000).await;
-    let graph = GraphServer::start().await;
-    let replica = Replica::with_graph(&pool, &graph, &[]);
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     let start =
         json!({"job_key": "stoppable", "batch_size": 10, "sleep_ms": 150, "concurrency": 2});
     replica.start(start.clone()).await;
@@ -187,9 +184,9 @@ async fn a_stop_goes_stopping_then_stopped_and_a_rerun_continues(pool: PgPool) {
 #[sqlx::test]
 async fn a_stop_lands_even_when_the_graph_hangs(pool: PgPool) {
     seed(&pool, 500).await;
-    let graph = GraphServer::start().await;
+    let (replica, graph) =
+        Replica::and_graph(&pool, &[("IDENTITY_GRAPH_TIMEOUT_MS", "60000")]).await;
     graph.behave(|_, _| Reply::Hang);
-    let replica = Replica::with_graph(&pool, &graph, &[("IDENTITY_GRAPH_TIMEOUT_MS", "60000")]);
     replica
         .start(json!({"job_key": "hanging", "concurrency": 4}))
         .await;
@@ -310,15 +307,8 @@ async fn a_failure_streak_pauses_and_the_watchdog_resumes_retrying_old_failures_
 #[sqlx::test]
 async fn failed_only_mode_retries_failures_and_leaves_the_cursor(pool: PgPool) {
     seed(&pool, 200).await;
-    let graph = GraphServer::start().await;
-    graph.behave(|id, _| {
-        if id % 5 == 0 {
-            Reply::Status(422)
-        } else {
-            Reply::Ok
-        }
-    });
-    let replica = Replica::with_graph(&pool, &graph, &[]);
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.reject(422, |id| id % 5 == 0);
     let first = replica
         .run(json!({"job_key": "retryable", "sleep_ms": 0, "max_consecutive_failures": 10000}))
         .await;
@@ -353,15 +343,8 @@ async fn failed_only_mode_retries_failures_and_leaves_the_cursor(pool: PgPool) {
 #[sqlx::test]
 async fn a_backlog_of_failing_users_never_starves_the_scan(pool: PgPool) {
     seed(&pool, 3_000).await;
-    let graph = GraphServer::start().await;
-    graph.behave(|id, _| {
-        if id <= 2_000 {
-            Reply::Status(422)
-        } else {
-            Reply::Ok
-        }
-    });
-    let replica = Replica::with_graph(&pool, &graph, &[("IDENTITY_GRAPH_TIMEOUT_MS", "150")]);
+    let (replica, graph) = Replica::and_graph(&pool, &[("IDENTITY_GRAPH_TIMEOUT_MS", "150")]).await;
+    graph.reject(422, |id| id <= 2_000);
     let first = replica
         .run(json!({"job_key": "backlog", "batch_size": 500, "sleep_ms": 0, "concurrency": 32, "max_consecutive_failures": 10000}))
         .await;

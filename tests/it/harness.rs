@@ -91,6 +91,12 @@ impl Replica {
         }
     }
 
+    /// A new HTTP test graph, and a replica that writes to it.
+    pub async fn and_graph(pool: &PgPool, extra: &[(&str, &str)]) -> (Replica, GraphServer) {
+        let graph = GraphServer::start().await;
+        (Replica::with_graph(pool, &graph, extra), graph)
+    }
+
     /// A replica that writes to the HTTP test graph.
     pub fn with_graph(pool: &PgPool, graph: &GraphServer, extra: &[(&str, &str)]) -> Replica {
         Replica::new(pool, &graph_settings(graph, extra))
@@ -149,14 +155,16 @@ pub trait Serving {
         )
     }
 
-    /// Signs in; returns the status, the `name=value` session cookie and the body.
-    async fn login(&self, email: &str, password: &str) -> (u16, Option<String>, Value) {
-        let response = reqwest::Client::new()
+    /// A sign-in, to send as it is or with headers added.
+    fn sign_in_request(&self, email: &str, password: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
             .post(self.api_url("login"))
             .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
+    }
+
+    /// Signs in; returns the status, the `name=value` session cookie and the body.
+    async fn login(&self, email: &str, password: &str) -> (u16, Option<String>, Value) {
+        let response = self.sign_in_request(email, password).send().await.unwrap();
         let status = response.status().as_u16();
         let cookie = response
             .headers()
@@ -169,13 +177,18 @@ pub trait Serving {
         (status, cookie, body)
     }
 
+    /// Signs in with `(email, password)`; returns the session cookie.
+    async fn session(&self, (email, password): (&str, &str)) -> String {
+        let (status, cookie, body) = self.login(email, password).await;
+        assert_eq!(status, 200, "sign-in of {email}: {body}");
+        cookie.expect("a session cookie")
+    }
+
     /// The allow-listed admin, signed in (see [`add_admins`]).
     async fn signed_in(&self) -> Admin {
-        let (status, cookie, body) = self.login(ALLOWED.0, ALLOWED.1).await;
-        assert_eq!(status, 200, "sign-in: {body}");
         Admin {
             base: self.base_url(),
-            cookie: cookie.expect("a session cookie"),
+            cookie: self.session(ALLOWED).await,
         }
     }
 }
@@ -254,6 +267,12 @@ impl TestApp {
         }
     }
 
+    /// The app, after [`add_admins`].
+    pub async fn with_admins(pool: &PgPool, overrides: &[(&str, &str)]) -> TestApp {
+        add_admins(pool).await;
+        TestApp::spawn(pool, overrides).await
+    }
+
     /// Shuts the app down as a replica does: runs checkpoint and pause.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -268,8 +287,7 @@ impl TestApp {
 /// The app with the two admins of [`add_admins`], and the allow-listed one
 /// signed in.
 pub async fn app_with_admin(pool: &PgPool, overrides: &[(&str, &str)]) -> (TestApp, Admin) {
-    add_admins(pool).await;
-    let app = TestApp::spawn(pool, overrides).await;
+    let app = TestApp::with_admins(pool, overrides).await;
     let admin = app.signed_in().await;
     (app, admin)
 }
@@ -402,6 +420,16 @@ pub async fn eligible_ids(pool: &PgPool) -> Vec<i64> {
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// The string `field` of every object in the array `array`.
+pub fn strings<'a>(array: &'a Value, field: &str) -> Vec<&'a str> {
+    array
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|item| item[field].as_str().expect("a string"))
+        .collect()
 }
 
 /// Eligible users the graph server never acknowledged: must be empty.

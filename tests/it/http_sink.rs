@@ -1,7 +1,7 @@
 //! What the HTTP Identity Graph's answers do to users: rejections, retries,
 //! Retry-After, time-outs and redirects, through real runs.
 
-use crate::harness::graph::{GraphServer, Reply};
+use crate::harness::graph::Reply;
 use crate::harness::*;
 use identity_graph_backfill::backfill::{domain::JobStatus, store};
 use serde_json::json;
@@ -11,15 +11,8 @@ use std::{collections::HashSet, time::Duration};
 #[sqlx::test]
 async fn rejected_users_are_recorded_with_their_error(pool: PgPool) {
     seed(&pool, 400).await;
-    let graph = GraphServer::start().await;
-    graph.behave(|id, _| {
-        if id % 10 == 0 {
-            Reply::Status(400)
-        } else {
-            Reply::Ok
-        }
-    });
-    let replica = Replica::with_graph(&pool, &graph, &[]);
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.reject(400, |id| id % 10 == 0);
     let row = replica
         .run(json!({"job_key": "rejects", "sleep_ms": 0, "max_consecutive_failures": 10000}))
         .await;
@@ -41,7 +34,7 @@ async fn rejected_users_are_recorded_with_their_error(pool: PgPool) {
 #[sqlx::test]
 async fn server_errors_are_retried_and_retry_after_is_honoured(pool: PgPool) {
     seed(&pool, 60).await;
-    let graph = GraphServer::start().await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     let eligible = eligible_ids(&pool).await;
     let (always_500, throttled) = (eligible[0], eligible[1]);
     graph.behave(move |id, attempt| match id {
@@ -51,7 +44,6 @@ async fn server_errors_are_retried_and_retry_after_is_honoured(pool: PgPool) {
         },
         _ => Reply::Ok,
     });
-    let replica = Replica::with_graph(&pool, &graph, &[]);
     let row = replica
         .run(json!({"job_key": "flaky", "sleep_ms": 0}))
         .await;
@@ -84,11 +76,10 @@ async fn server_errors_are_retried_and_retry_after_is_honoured(pool: PgPool) {
 #[sqlx::test]
 async fn a_silent_identity_graph_times_out_and_is_recorded(pool: PgPool) {
     seed(&pool, 10).await;
-    let graph = GraphServer::start().await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     let eligible = eligible_ids(&pool).await;
     let silent = eligible[0];
     graph.behave(move |id, _| if id == silent { Reply::Hang } else { Reply::Ok });
-    let replica = Replica::with_graph(&pool, &graph, &[]);
     let row = replica
         .run(json!({"job_key": "silent", "sleep_ms": 0}))
         .await;
@@ -100,9 +91,8 @@ async fn a_silent_identity_graph_times_out_and_is_recorded(pool: PgPool) {
 #[sqlx::test]
 async fn a_redirecting_graph_fails_the_user_with_a_clear_message(pool: PgPool) {
     seed(&pool, 30).await;
-    let graph = GraphServer::start().await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
     graph.behave(|_, _| Reply::Redirect);
-    let replica = Replica::with_graph(&pool, &graph, &[]);
     let row = replica
         .run(json!({"job_key": "redirected", "sleep_ms": 0, "max_consecutive_failures": 10000}))
         .await;

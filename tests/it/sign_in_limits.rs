@@ -8,8 +8,7 @@ use sqlx::PgPool;
 
 #[sqlx::test]
 async fn failed_logins_are_rate_limited(pool: PgPool) {
-    add_admins(&pool).await;
-    let app = TestApp::spawn(&pool, &[]).await;
+    let app = TestApp::with_admins(&pool, &[]).await;
     for _ in 0..5 {
         assert_eq!(app.login(ALLOWED.0, "wrong-password").await.0, 401);
     }
@@ -76,9 +75,8 @@ async fn three_hundred_parallel_wrong_sign_ins_get_at_most_five_verifications(po
     println!("300 parallel wrong sign-ins: {statuses:?}; server peak RSS {peak} MiB");
     assert!(peak < 200, "server peak RSS {peak} MiB");
     // While the limit holds, the right password is refused too.
-    let right = reqwest::Client::new()
-        .post(server.api_url("login"))
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
+    let right = server
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .send()
         .await
         .unwrap();
@@ -127,10 +125,8 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPo
     // Each attempt names another email, so only the per-address limit can refuse it.
     async fn wrong_sign_in(app: &TestApp, forwarded_for: &str) -> u16 {
         let email = format!("nobody-{}@example.com", next_unique_number());
-        reqwest::Client::new()
-            .post(app.api_url("login"))
+        app.sign_in_request(&email, "wrong-password")
             .header("x-forwarded-for", forwarded_for)
-            .json(&json!({"email": email, "password": "wrong-password"}))
             .send()
             .await
             .unwrap()
@@ -171,10 +167,9 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPo
         assert_eq!(wrong_sign_in(&proxied, "203.0.113.7").await, 401);
     }
     assert_eq!(wrong_sign_in(&proxied, "203.0.113.7").await, 429);
-    let other_client = reqwest::Client::new()
-        .post(proxied.api_url("login"))
+    let other_client = proxied
+        .sign_in_request(ALLOWED.0, ALLOWED.1)
         .header("x-forwarded-for", "203.0.113.8")
-        .json(&json!({"email": ALLOWED.0, "password": ALLOWED.1}))
         .send()
         .await
         .unwrap();

@@ -244,12 +244,7 @@ async fn an_upgrade_from_the_previous_release_keeps_every_job_working(pool: PgPo
     let (app, admin) = app_with_admin(&pool, BUILT_IN_GRAPH).await;
     let (status, list) = admin.list().await;
     assert_eq!(status, 200, "{list}");
-    let keys: Vec<&str> = list["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_key"].as_str().unwrap())
-        .collect();
+    let keys = strings(&list["jobs"], "job_key");
     assert!(
         keys.contains(&"q1:dry-run"),
         "the old rehearsal moved to its own key: {keys:?}"

@@ -92,6 +92,17 @@ impl GraphServer {
         *self.inner.behaviour.lock().unwrap() = Arc::new(f);
     }
 
+    /// Answers `status` for the users `rejected` picks, 2xx for the others.
+    pub fn reject(&self, status: u16, rejected: impl Fn(i64) -> bool + Send + Sync + 'static) {
+        self.behave(move |id, _| {
+            if rejected(id) {
+                Reply::Status(status)
+            } else {
+                Reply::Ok
+            }
+        });
+    }
+
     pub fn requests_for(&self, user_id: i64) -> Vec<Instant> {
         self.inner
             .requests
