@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 #[sqlx::test]
 async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[]).await;
-    let response = app
-        .sign_in_request(" Allowed@Example.com ", ALLOWED.1)
-        .send()
-        .await
-        .unwrap();
+    let response = app.sign_in(" Allowed@Example.com ", ALLOWED.1, &[]).await;
     assert_eq!(response.status(), 200);
     let cookie = response
         .headers()
@@ -49,11 +45,8 @@ async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
 async fn the_cookie_is_secure_behind_tls(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[]).await;
     let response = app
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
+        .sign_in(ALLOWED.0, ALLOWED.1, &[("x-forwarded-proto", "https")])
+        .await;
     assert!(response.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -95,11 +88,8 @@ async fn login_rotates_the_session_id(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[]).await;
     let first = app.session(ALLOWED).await;
     let response = app
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .header("cookie", &first)
-        .send()
-        .await
-        .unwrap();
+        .sign_in(ALLOWED.0, ALLOWED.1, &[("cookie", &first)])
+        .await;
     let second = response.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -292,19 +282,17 @@ async fn requests_not_from_the_app_are_refused(pool: PgPool) {
         .unwrap();
     assert_eq!(plain.status(), 415);
     let foreign = app
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .sign_in(ALLOWED.0, ALLOWED.1, &[("origin", "https://evil.example")])
+        .await;
     assert_eq!(foreign.status(), 403);
     assert!(foreign.headers().get("set-cookie").is_none());
     let same_site = app
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .header("origin", format!("http://{}", app.addr))
-        .send()
-        .await
-        .unwrap();
+        .sign_in(
+            ALLOWED.0,
+            ALLOWED.1,
+            &[("origin", &format!("http://{}", app.addr))],
+        )
+        .await;
     assert_eq!(same_site.status(), 200);
 }
 

@@ -190,7 +190,10 @@ async fn a_stop_lands_even_when_the_graph_hangs(pool: PgPool) {
     replica
         .start(json!({"job_key": "hanging", "concurrency": 4}))
         .await;
-    wait_for(async || graph.request_count() >= 4).await;
+    wait_for("the four users in flight", async || {
+        graph.request_count() >= 4
+    })
+    .await;
     replica.stop("hanging", OPERATOR).await.unwrap();
     let row = wait_until_idle(&pool, "hanging").await;
     assert_eq!(row.status().unwrap(), JobStatus::Stopped);

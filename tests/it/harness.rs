@@ -155,16 +155,25 @@ pub trait Serving {
         )
     }
 
-    /// A sign-in, to send as it is or with headers added.
-    fn sign_in_request(&self, email: &str, password: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
+    /// Sends a sign-in with `headers`; returns the whole response.
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
             .post(self.api_url("login"))
-            .json(&json!({"email": email, "password": password}))
+            .json(&json!({"email": email, "password": password}));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
     }
 
     /// Signs in; returns the status, the `name=value` session cookie and the body.
     async fn login(&self, email: &str, password: &str) -> (u16, Option<String>, Value) {
-        let response = self.sign_in_request(email, password).send().await.unwrap();
+        let response = self.sign_in(email, password, &[]).await;
         let status = response.status().as_u16();
         let cookie = response
             .headers()
@@ -350,7 +359,10 @@ impl ServerProcess {
             base: format!("http://127.0.0.1:{port}"),
         };
         let health = server.url("/healthz");
-        wait_for(async || reqwest::get(&health).await.is_ok()).await;
+        wait_for("/healthz to answer", async || {
+            reqwest::get(&health).await.is_ok()
+        })
+        .await;
         server
     }
 
@@ -442,16 +454,24 @@ pub async fn lost_users(pool: &PgPool, graph: &GraphServer) -> Vec<i64> {
         .collect()
 }
 
-/// Polls `check` until it holds. For state another task or process changes.
-pub async fn wait_for(mut check: impl AsyncFnMut() -> bool) {
+/// Polls `check` until it holds, for at most [`PATIENCE`]; `false` if it
+/// never did.
+async fn poll(mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {PATIENCE:?}"
-        );
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `check` holds: for state another task or process changes.
+pub async fn wait_for(what: &str, check: impl AsyncFnMut() -> bool) {
+    assert!(poll(check).await, "waited {PATIENCE:?} for {what}");
 }
 
 /// Waits until the job is no longer running or stopping.
@@ -478,12 +498,16 @@ async fn wait_until(
     done: impl Fn(&store::JobRow) -> bool,
 ) -> store::JobRow {
     let mut last = None;
-    wait_for(async || {
-        let row = store::get_job(pool, key).await.unwrap();
-        let reached = row.as_ref().is_some_and(&done);
-        last = row;
-        reached
+    let reached = poll(async || {
+        last = store::get_job(pool, key).await.unwrap();
+        last.as_ref().is_some_and(&done)
     })
     .await;
-    last.expect("the job exists")
+    let row = last.unwrap_or_else(|| panic!("job {key} exists"));
+    assert!(
+        reached,
+        "job {key} is still {} at cursor {} after {PATIENCE:?}",
+        row.status, row.cursor
+    );
+    row
 }

@@ -32,7 +32,7 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
     assert_eq!(row.status().unwrap(), JobStatus::Stopped);
     assert_eq!(row.stopped_by.as_deref(), Some(OPERATOR));
     assert!(row.cursor < 3_000, "the run on A stopped before the end");
-    wait_for(async || !a.is_live("shared")).await;
+    wait_for("the run on A to exit", async || !a.is_live("shared")).await;
 
     // A dies without cleanup; its lease expires; B's watchdog resumes the job.
     assert!(a.start(slow).await.started);
@@ -53,7 +53,10 @@ async fn two_replicas_share_one_database_safely(pool: PgPool) {
         .await
         .unwrap();
     // Nothing renews the dead run's lease: B's watchdog takes the job once it expires.
-    wait_for(async || b.watchdog_tick().await.unwrap() == ["shared"]).await;
+    wait_for("B's watchdog to take over the expired lease", async || {
+        b.watchdog_tick().await.unwrap() == ["shared"]
+    })
+    .await;
     assert!(b.is_live("shared"));
     let done = wait_until_idle(&pool, "shared").await;
     assert_eq!(done.status().unwrap(), JobStatus::Completed);
@@ -121,7 +124,7 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
     assert!(a.start(one_at_a_time).await.started);
 
     for watchdog in [&a, &b] {
-        wait_for(async || graph.request_count() > 20).await;
+        wait_for("the run to write", async || graph.request_count() > 20).await;
         // The run is alive, but its lease looks expired (a stalled heartbeat).
         // Its own heartbeat may renew it before the tick reads it; then the
         // tick rightly takes nothing, and the lapse is staged again.
@@ -142,7 +145,10 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
         assert_eq!(resumed, vec!["fenced".to_string()]);
         assert!(open_runs(&pool, "fenced").await <= 1);
         let counts_before = graph.request_count();
-        wait_for(async || graph.request_count() > counts_before + 20).await;
+        wait_for("the resumed run to write", async || {
+            graph.request_count() > counts_before + 20
+        })
+        .await;
         assert_eq!(
             open_runs(&pool, "fenced").await,
             1,
@@ -212,7 +218,7 @@ async fn database_trouble_pauses_interrupted_and_the_watchdog_finishes_the_job(p
     }
     drop(killer);
 
-    wait_for(async || {
+    wait_for("the job to complete", async || {
         let row = job_row(&pool, "weathered").await;
         statuses.insert(row.status.clone());
         row.status() == Some(JobStatus::Completed)
@@ -249,7 +255,10 @@ async fn sigterm_with_a_hanging_graph_pauses_and_a_restart_resumes_at_once(pool:
         .start(json!({"job_key": "hung", "concurrency": 4}))
         .await;
     assert_eq!(status, 200, "{body}");
-    wait_for(async || graph.request_count() >= 4).await;
+    wait_for("the four users in flight", async || {
+        graph.request_count() >= 4
+    })
+    .await;
 
     let exit = replica.terminate().await;
     assert!(exit.success(), "{exit:?}");

@@ -75,11 +75,7 @@ async fn three_hundred_parallel_wrong_sign_ins_get_at_most_five_verifications(po
     println!("300 parallel wrong sign-ins: {statuses:?}; server peak RSS {peak} MiB");
     assert!(peak < 200, "server peak RSS {peak} MiB");
     // While the limit holds, the right password is refused too.
-    let right = server
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .send()
-        .await
-        .unwrap();
+    let right = server.sign_in(ALLOWED.0, ALLOWED.1, &[]).await;
     assert_eq!(right.status(), 429);
 }
 
@@ -125,13 +121,14 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPo
     // Each attempt names another email, so only the per-address limit can refuse it.
     async fn wrong_sign_in(app: &TestApp, forwarded_for: &str) -> u16 {
         let email = format!("nobody-{}@example.com", next_unique_number());
-        app.sign_in_request(&email, "wrong-password")
-            .header("x-forwarded-for", forwarded_for)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        app.sign_in(
+            &email,
+            "wrong-password",
+            &[("x-forwarded-for", forwarded_for)],
+        )
+        .await
+        .status()
+        .as_u16()
     }
     async fn ip_subjects(pool: &PgPool) -> Vec<String> {
         sqlx::query_scalar(
@@ -168,10 +165,7 @@ async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPo
     }
     assert_eq!(wrong_sign_in(&proxied, "203.0.113.7").await, 429);
     let other_client = proxied
-        .sign_in_request(ALLOWED.0, ALLOWED.1)
-        .header("x-forwarded-for", "203.0.113.8")
-        .send()
-        .await
-        .unwrap();
+        .sign_in(ALLOWED.0, ALLOWED.1, &[("x-forwarded-for", "203.0.113.8")])
+        .await;
     assert_eq!(other_client.status(), 200);
 }
