@@ -22,6 +22,11 @@ use tokio_util::sync::CancellationToken;
 /// they are dropped (a hanging Identity Graph must not hold a stop hostage).
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(250);
 
+/// Where a runner reads the time: `Instant::now` in production; tests pass a
+/// manual clock to reach the runtime cap or the retry pass's share without
+/// waiting (see [`Runner::with_clock`]).
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Where a run is in its order of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -138,6 +143,7 @@ pub struct Runner {
     options: StartOptions,
     lease: Lease,
     signals: RunSignals,
+    clock: Clock,
     deadline: Instant,
     /// The retry pass may use the first half of a run, so the scan always
     /// gets the rest: a backlog of failing users can never starve new users.
@@ -161,6 +167,14 @@ enum Outcome {
     Processed,
     Failed(String),
     Skipped(SkipReason),
+}
+
+/// When a run started at `now` must end (its runtime cap), and when the retry
+/// pass's share of it ends (the first half; full mode only).
+fn time_limits(options: &StartOptions, now: Instant) -> (Instant, Option<Instant>) {
+    let runtime = Duration::from_millis(options.max_runtime_ms);
+    let retry_share_ends = (options.mode == Mode::Full).then(|| now + runtime / 2);
+    (now + runtime, retry_share_ends)
 }
 
 fn classify(user: &SourceUser, dry_run: bool) -> Option<SkipReason> {
@@ -205,11 +219,12 @@ impl Runner {
             }
             Mode::Full => None,
         };
-        let now = Instant::now();
-        let runtime = Duration::from_millis(options.max_runtime_ms);
+        let clock: Clock = Arc::new(Instant::now);
+        let (deadline, retry_share_ends) = time_limits(&options, clock());
         Self {
-            deadline: now + runtime,
-            retry_share_ends: (options.mode == Mode::Full).then(|| now + runtime / 2),
+            clock,
+            deadline,
+            retry_share_ends,
             pool,
             sink,
             options,
@@ -222,6 +237,16 @@ impl Runner {
             streak: Arc::new(AtomicU32::new(0)),
             finish_patience: Duration::from_secs(10),
         }
+    }
+
+    /// Reads the time from `clock` instead of `Instant::now`; the run's
+    /// runtime cap and the retry pass's share start from the clock's now.
+    /// Pacing between batches and the retries of the final write still wait
+    /// in real time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        (self.deadline, self.retry_share_ends) = time_limits(&self.options, clock());
+        self.clock = clock;
+        self
     }
 
     /// How long `run` keeps retrying the write of its final status.
@@ -245,7 +270,7 @@ impl Runner {
             Some(Halt::Shutdown)
         } else if self.streak.load(Ordering::SeqCst) >= self.options.max_consecutive_failures {
             Some(Halt::Streak)
-        } else if Instant::now() >= self.deadline && !self.owes_a_scan_batch() {
+        } else if (self.clock)() >= self.deadline && !self.owes_a_scan_batch() {
             Some(Halt::Runtime)
         } else {
             None
@@ -270,7 +295,7 @@ impl Runner {
 
     fn retry_share_used(&self) -> bool {
         self.retry_share_ends
-            .is_some_and(|ends| Instant::now() >= ends)
+            .is_some_and(|ends| (self.clock)() >= ends)
     }
 
     fn end_for(&self, halt: Halt) -> RunEnd {
@@ -499,7 +524,7 @@ impl Runner {
             Phase::Scan => match self.pass {
                 // The scan is done before the pass: finish the pass, with no
                 // time share to keep, then complete.
-                Some(pass) if Instant::now() < self.deadline => {
+                Some(pass) if (self.clock)() < self.deadline => {
                     self.phase = Phase::RetryFailures(pass);
                     self.retry_share_ends = None;
                     Ok(Step::Continue)

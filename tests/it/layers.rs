@@ -87,7 +87,9 @@ fn read_tree(text: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usi
                     depth_text = rest;
                     continue;
                 }
-                let name_len = trimmed.find(|c: char| !is_ident(c)).unwrap_or(trimmed.len());
+                let name_len = trimmed
+                    .find(|c: char| !is_ident(c))
+                    .unwrap_or(trimmed.len());
                 if name_len == 0 {
                     // `*`, or an `as` alias's tail: nothing more to resolve here.
                     at += trimmed.chars().next().map_or(1, char::len_utf8);
@@ -157,34 +159,58 @@ fn no_module_imports_from_a_layer_above_its_own() {
     let mut checked = 0;
     for file in &files {
         let module = module_of(&src, file);
-        let Some(own) = module.first().and_then(|top| LAYERS.iter().position(|l| l == top)) else {
+        let Some(own) = module
+            .first()
+            .and_then(|top| LAYERS.iter().position(|l| l == top))
+        else {
             continue;
         };
         let text = std::fs::read_to_string(file).unwrap();
         for target in paths_named(&module, &text) {
-            let Some(theirs) = target.first().and_then(|top| LAYERS.iter().position(|l| l == top))
+            let Some(theirs) = target
+                .first()
+                .and_then(|top| LAYERS.iter().position(|l| l == top))
             else {
                 continue;
             };
             checked += 1;
             if theirs > own {
-                violations.push(format!("{}: uses crate::{}", file.display(), target.join("::")));
+                violations.push(format!(
+                    "{}: uses crate::{}",
+                    file.display(),
+                    target.join("::")
+                ));
             }
             let part = |path: &[String]| {
-                path.get(1)
-                    .and_then(|name| BACKFILL_PARTS.iter().position(|rank| rank.contains(&name.as_str())))
+                path.get(1).and_then(|name| {
+                    BACKFILL_PARTS
+                        .iter()
+                        .position(|rank| rank.contains(&name.as_str()))
+                })
             };
-            if module[0] == "backfill" && target[0] == "backfill" && module.get(1) != target.get(1) {
+            if module[0] == "backfill" && target[0] == "backfill" && module.get(1) != target.get(1)
+            {
                 if let (Some(mine), Some(other)) = (part(&module), part(&target)) {
                     if other >= mine {
-                        violations.push(format!("{}: uses crate::{}", file.display(), target.join("::")));
+                        violations.push(format!(
+                            "{}: uses crate::{}",
+                            file.display(),
+                            target.join("::")
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(checked > 50, "the check read only {checked} imports; is the parser broken?");
-    assert!(violations.is_empty(), "imports that point up:\n{}", violations.join("\n"));
+    assert!(
+        checked > 50,
+        "the check read only {checked} imports; is the parser broken?"
+    );
+    assert!(
+        violations.is_empty(),
+        "imports that point up:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -202,6 +228,11 @@ fn the_parser_reads_groups_and_relative_paths() {
         "server::AppState",
         "error::AppError::x",
     ] {
-        assert!(shown.iter().any(|p| p.starts_with(expected.trim_end_matches("::*"))), "{expected} not in {shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.starts_with(expected.trim_end_matches("::*"))),
+            "{expected} not in {shown:?}"
+        );
     }
 }

@@ -92,6 +92,17 @@ impl GraphServer {
         *self.inner.behaviour.lock().unwrap() = Arc::new(f);
     }
 
+    /// Answers `status` for the users `rejected` picks, 2xx for the others.
+    pub fn reject(&self, status: u16, rejected: impl Fn(i64) -> bool + Send + Sync + 'static) {
+        self.behave(move |id, _| {
+            if rejected(id) {
+                Reply::Status(status)
+            } else {
+                Reply::Ok
+            }
+        });
+    }
+
     pub fn requests_for(&self, user_id: i64) -> Vec<Instant> {
         self.inner
             .requests
@@ -129,12 +140,13 @@ impl GraphServer {
         self.inner.authorization.lock().unwrap().clone()
     }
 
-    pub fn sink_env(&self) -> Vec<(&'static str, String)> {
+    /// The settings that point a server at this graph.
+    pub fn sink_env(&self) -> Vec<(&'static str, &str)> {
         vec![
-            ("IDENTITY_GRAPH_SINK", "http".to_string()),
-            ("IDENTITY_GRAPH_URL", self.url.clone()),
-            ("IDENTITY_GRAPH_TOKEN", "test-token-123".to_string()),
-            ("IDENTITY_GRAPH_TIMEOUT_MS", "1000".to_string()),
+            ("IDENTITY_GRAPH_SINK", "http"),
+            ("IDENTITY_GRAPH_URL", &self.url),
+            ("IDENTITY_GRAPH_TOKEN", "test-token-123"),
+            ("IDENTITY_GRAPH_TIMEOUT_MS", "1000"),
         ]
     }
 }

@@ -1,0 +1,32 @@
+//! The integration tests: one binary, one module per concern, one harness.
+//!
+//! Every test gets a fresh database from `#[sqlx::test]` (`DATABASE_URL`
+//! names the server). Start with `harness` for what a test can build; then
+//!
+//! | module | what it covers |
+//! |---|---|
+//! | `runner` | one run's semantics, driven batch by batch with `Runner::step` and a test graph |
+//! | `engine` | runs as an operator starts, stops, resumes and rehearses them |
+//! | `http_sink` | what the HTTP Identity Graph's answers do to users |
+//! | `lease` | replicas, leases, shutdown, database trouble, the real binary under SIGTERM |
+//! | `built_in_graph` | the Postgres identity graph |
+//! | `api` | the job-control API over HTTP: validation, clamping, who did what |
+//! | `upgrade` | rows written by other releases, and the upgrade itself |
+//! | `access` | sign-in, sessions, the allow-list guard, the audit log |
+//! | `admin_cli` | the binary's `admin` subcommands and their effect on live sessions |
+//! | `sign_in_limits` | the failure limit under load, across replicas, behind a proxy |
+#![cfg(feature = "ssr")]
+
+mod harness;
+
+mod access;
+mod admin_cli;
+mod api;
+mod built_in_graph;
+mod engine;
+mod http_sink;
+mod layers;
+mod lease;
+mod runner;
+mod sign_in_limits;
+mod upgrade;
