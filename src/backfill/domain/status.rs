@@ -24,6 +24,42 @@ pub trait StoredText: Sized + Copy + 'static {
     }
 }
 
+/// Gives an enum its stored words: `as_str`, `parse`, `Display`, and
+/// `StoredText` over the variants that may be stored (`never stored` ones
+/// have a word for the API but are refused by `parse`).
+macro_rules! stored_words {
+    ($name:ident { $($variant:ident => $word:literal),* $(,)? }
+     $(never stored { $($extra:ident => $extra_word:literal),* })?) => {
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)*
+                    $($($name::$extra => $extra_word,)*)?
+                }
+            }
+
+            /// A stored word, or `None` for one this version does not know.
+            pub fn parse(raw: &str) -> Option<Self> {
+                <Self as StoredText>::parse(raw)
+            }
+        }
+
+        impl StoredText for $name {
+            const STORED: &'static [Self] = &[$($name::$variant),*];
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// A job's status, exactly as stored in `identity_graph_backfill_jobs.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -40,6 +76,18 @@ pub enum JobStatus {
     /// options are not an object, or a field has the wrong type).
     Unreadable,
 }
+
+stored_words!(JobStatus {
+    Running => "running",
+    Stopping => "stopping",
+    Stopped => "stopped",
+    Paused => "paused",
+    Completed => "completed",
+    Failed => "failed",
+    Archived => "archived",
+} never stored {
+    Unreadable => "unreadable"
+});
 
 impl JobStatus {
     pub const VISIBLE: [JobStatus; 6] = [
@@ -72,42 +120,6 @@ impl JobStatus {
     }
 }
 
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Running => "running",
-            JobStatus::Stopping => "stopping",
-            JobStatus::Stopped => "stopped",
-            JobStatus::Paused => "paused",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Archived => "archived",
-            JobStatus::Unreadable => "unreadable",
-        }
-    }
-
-    /// A stored word, or `None` for one this version does not know.
-    pub fn parse(raw: &str) -> Option<Self> {
-        <Self as StoredText>::parse(raw)
-    }
-}
-
-impl StoredText for JobStatus {
-    const STORED: &'static [Self] = &[
-        JobStatus::Running,
-        JobStatus::Stopping,
-        JobStatus::Stopped,
-        JobStatus::Paused,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Archived,
-    ];
-
-    fn as_str(self) -> &'static str {
-        JobStatus::as_str(self)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PauseReason {
@@ -116,32 +128,11 @@ pub enum PauseReason {
     Interrupted,
 }
 
-impl PauseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::MaxRuntime => "max-runtime",
-            PauseReason::ConsecutiveFailures => "consecutive-failures",
-            PauseReason::Interrupted => "interrupted",
-        }
-    }
-
-    /// A stored word, or `None` for one this version does not know.
-    pub fn parse(raw: &str) -> Option<Self> {
-        <Self as StoredText>::parse(raw)
-    }
-}
-
-impl StoredText for PauseReason {
-    const STORED: &'static [Self] = &[
-        PauseReason::MaxRuntime,
-        PauseReason::ConsecutiveFailures,
-        PauseReason::Interrupted,
-    ];
-
-    fn as_str(self) -> &'static str {
-        PauseReason::as_str(self)
-    }
-}
+stored_words!(PauseReason {
+    MaxRuntime => "max-runtime",
+    ConsecutiveFailures => "consecutive-failures",
+    Interrupted => "interrupted",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -151,27 +142,10 @@ pub enum Mode {
     FailedOnly,
 }
 
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Full => "full",
-            Mode::FailedOnly => "failed-only",
-        }
-    }
-
-    /// A stored word, or `None` for one this version does not know.
-    pub fn parse(raw: &str) -> Option<Self> {
-        <Self as StoredText>::parse(raw)
-    }
-}
-
-impl StoredText for Mode {
-    const STORED: &'static [Self] = &[Mode::Full, Mode::FailedOnly];
-
-    fn as_str(self) -> &'static str {
-        Mode::as_str(self)
-    }
-}
+stored_words!(Mode {
+    Full => "full",
+    FailedOnly => "failed-only",
+});
 
 /// Why a user was skipped rather than written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,17 +155,6 @@ pub enum SkipReason {
     Deleted,
     NoIdentifiers,
 }
-
-macro_rules! display_as_stored {
-    ($($name:ty),*) => {$(
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    )*};
-}
-display_as_stored!(JobStatus, PauseReason, Mode);
 
 /// A stored word as read back: a value this version knows, or the word
 /// itself, so a row written by another release still loads (and is shown
