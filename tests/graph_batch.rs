@@ -142,8 +142,8 @@ async fn a_batched_run_builds_the_same_graph_as_per_user_writes(pool: PgPool) {
     // Chunks of any size, written twice (at least once delivery), agree too.
     empty_the_graph(&pool).await;
     let all = eligible(&users);
-    for size in [1, 7, 500] {
-        for chunk in all.chunks(size) {
+    for (size, users) in [(1, &all[..300]), (7, &all[..]), (500, &all[..])] {
+        for chunk in users.chunks(size) {
             let outcomes = graph.write_users(chunk).await;
             assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
         }

@@ -12,7 +12,7 @@ use super::{IdentityGraph, SinkError, SourceUser};
 use crate::backfill::runner::is_transient;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 /// The most users one transaction writes. A batch of the runner (at most
@@ -44,30 +44,35 @@ const UPSERT_USERS: &str = "
     WHERE (identity_graph_users.email, identity_graph_users.phone, identity_graph_users.created_at)
           IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.phone, EXCLUDED.created_at)";
 
-/// The identifier nodes, distinct, in one order for every writer: a writer
-/// that meets an identifier another transaction inserted and has not
-/// committed waits for it, and because both insert in the same order, no
-/// two writers can wait for each other.
+/// The identifier nodes, distinct, in one order for every writer (the
+/// arrays come sorted by byte order and are inserted in array order, so the
+/// sort costs no collation here). A writer that meets an identifier another
+/// transaction inserted and has not committed waits for it, and because all
+/// writers insert in the same order, no two can wait for each other. Returns
+/// the identifiers this statement inserted, with their ids.
 const INSERT_IDENTIFIERS: &str = "
     INSERT INTO identity_graph_identifiers (kind, value)
-    SELECT kind, value FROM unnest($1::text[], $2::text[]) AS t(kind, value)
-    ORDER BY kind, value
-    ON CONFLICT (kind, value) DO NOTHING";
+    SELECT kind, value FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(kind, value, n)
+    ORDER BY n
+    ON CONFLICT (kind, value) DO NOTHING
+    RETURNING id, kind, value";
 
-/// The links. A separate statement after the identifiers on purpose: under
-/// READ COMMITTED it takes a fresh snapshot, so it sees every identifier the
-/// statement before inserted or waited for. Each identifier is found by a
-/// correlated lookup, which can only be planned as a probe of the
-/// `(kind, value)` unique index (a join may be planned as a hash join over a
-/// sequential scan while the table is small, and a prepared generic plan
-/// keeps it as the table grows). A lookup that finds nothing would insert a
-/// NULL and fail the chunk loudly rather than drop a link.
+/// The links. An identifier this chunk inserted comes with its id; any other
+/// is looked up, in a separate statement after the identifiers on purpose:
+/// under READ COMMITTED it takes a fresh snapshot, so it sees an identifier
+/// that another writer committed while the statement before waited for it.
+/// The lookup is a correlated probe, which can only be planned as a probe of
+/// the `(kind, value)` unique index (a join may be planned as a hash join
+/// over a sequential scan while the table is small, and a prepared generic
+/// plan keeps it as the table grows). A lookup that finds nothing would
+/// insert a NULL and fail the chunk loudly rather than drop a link.
 const INSERT_LINKS: &str = "
     INSERT INTO identity_graph_links (user_id, identifier_id)
     SELECT t.user_id,
-           (SELECT i.id FROM identity_graph_identifiers i
-            WHERE i.kind = t.kind AND i.value = t.value)
-    FROM unnest($1::int8[], $2::text[], $3::text[]) AS t(user_id, kind, value)
+           coalesce(t.identifier_id,
+                    (SELECT i.id FROM identity_graph_identifiers i
+                     WHERE i.kind = t.kind AND i.value = t.value))
+    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[]) AS t(user_id, identifier_id, kind, value)
     ORDER BY 1, 2
     ON CONFLICT DO NOTHING";
 
@@ -125,13 +130,23 @@ impl PostgresGraph {
             .execute(&mut *tx)
             .await?;
         if !kinds.is_empty() {
-            sqlx::query(INSERT_IDENTIFIERS)
+            let inserted: Vec<(i64, String, String)> = sqlx::query_as(INSERT_IDENTIFIERS)
                 .bind(&kinds)
                 .bind(&values)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+            let new_ids: HashMap<(&str, &str), i64> = inserted
+                .iter()
+                .map(|(id, kind, value)| ((kind.as_str(), value.as_str()), *id))
+                .collect();
+            let link_ids: Vec<Option<i64>> = link_kinds
+                .iter()
+                .zip(&link_values)
+                .map(|(kind, value)| new_ids.get(&(*kind, *value)).copied())
+                .collect();
             sqlx::query(INSERT_LINKS)
                 .bind(&link_users)
+                .bind(&link_ids)
                 .bind(&link_kinds)
                 .bind(&link_values)
                 .execute(&mut *tx)
