@@ -211,14 +211,22 @@ async fn plain_load(url: &str, concurrency: usize, seconds: u64) -> f64 {
 }
 
 /// `(seq_scan, idx_scan)` of each graph table, as the statistics collector
-/// has them (backends report when a transaction ends, or when they exit).
-async fn graph_scans(pool: &PgPool) -> Result<Vec<(String, i64, i64)>, String> {
+/// has them. A backend reports its own counts when it goes idle, at most once
+/// a second, or when it exits: the run's pool is closed before the second
+/// reading, and this connection reports its own scans first.
+async fn graph_scans(
+    connection: &mut sqlx::PgConnection,
+) -> Result<Vec<(String, i64, i64)>, String> {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *connection)
+        .await
+        .map_err(|e| e.to_string())?;
     sqlx::query_as(
         "SELECT relname::text, seq_scan, coalesce(idx_scan, 0)
          FROM pg_stat_user_tables WHERE relname = ANY($1) ORDER BY relname",
     )
     .bind(GRAPH_TABLES)
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await
     .map_err(|e| e.to_string())
 }
@@ -248,17 +256,19 @@ async fn built_in_graph_run(
     batch: i64,
     concurrency: i64,
 ) -> Result<GraphFigures, String> {
+    let mut stats = pool.acquire().await.map_err(|e| e.to_string())?;
+    // Scans the three tables once each (counted in "before").
     let in_graph: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM identity_graph_users) + (SELECT count(*) FROM identity_graph_identifiers)
               + (SELECT count(*) FROM identity_graph_links)",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *stats)
     .await
     .map_err(|e| e.to_string())?;
     if in_graph != 0 {
         return Err("the built-in graph is not empty".into());
     }
-    let before = graph_scans(pool).await?;
+    let before = graph_scans(&mut stats).await?;
     let run_pool = super::database::connect(url, 40)
         .await
         .map_err(|e| e.to_string())?;
@@ -326,7 +336,7 @@ async fn built_in_graph_run(
     drop(graph);
     run_pool.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = graph_scans(pool).await?;
+    let after = graph_scans(&mut stats).await?;
     let scans = GRAPH_TABLES
         .iter()
         .map(|table| {
