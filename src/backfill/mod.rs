@@ -16,3 +16,5 @@ pub mod sinks;
 pub mod source;
 #[cfg(feature = "ssr")]
 pub mod store;
+#[cfg(feature = "ssr")]
+pub mod transient;

@@ -9,6 +9,7 @@ use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
 use super::sinks::IdentityGraph;
 use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
+use super::transient::is_transient;
 use futures::StreamExt;
 use sqlx::PgPool;
 use std::sync::{
@@ -112,28 +113,6 @@ impl StepError {
     /// Everything else needs an operator and fails the run.
     pub fn is_transient(&self) -> bool {
         is_transient(&self.source)
-    }
-}
-
-pub fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exceptions; 53: insufficient resources;
-            // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
-            // 40001/40P01: serialization failure, deadlock.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
     }
 }
 
@@ -307,56 +286,111 @@ impl Runner {
         }
     }
 
-    /// Syncs one user. Failures while retrying old failures do not feed the
-    /// streak: a handful of permanently rejected users must not pause every
-    /// run before it reaches new users.
-    async fn sync_one(&self, user: &SourceUser, counts_toward_streak: bool) -> Outcome {
-        if let Some(reason) = classify(user, self.options.dry_run) {
-            return Outcome::Skipped(reason);
-        }
+    /// Syncs a chunk of eligible users (never one that must be skipped) with
+    /// one call to the sink, and returns one outcome per user, in order.
+    /// Each outcome feeds the failure streak in id order, as if the users had
+    /// been written one by one. Failures while retrying old failures do not
+    /// feed the streak: a handful of permanently rejected users must not
+    /// pause every run before it reaches new users.
+    async fn sync_chunk(&self, users: &[&SourceUser], counts_toward_streak: bool) -> Vec<Outcome> {
         let Some(sink) = &self.sink else {
-            return Outcome::Failed("the Identity Graph is not configured".into());
+            return users
+                .iter()
+                .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
+                .collect();
         };
-        match sink.write_user(user).await {
-            Ok(()) => {
-                if counts_toward_streak {
-                    self.streak.store(0, Ordering::SeqCst);
+        let mut results = sink.write_users(users).await.into_iter();
+        users
+            .iter()
+            .map(|user| {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(super::sinks::SinkError(format!(
+                        "the Identity Graph adapter returned no outcome for user {}",
+                        user.id
+                    )))
+                });
+                match result {
+                    Ok(()) => {
+                        if counts_toward_streak {
+                            self.streak.store(0, Ordering::SeqCst);
+                        }
+                        Outcome::Processed
+                    }
+                    Err(error) => {
+                        if counts_toward_streak {
+                            self.streak.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Outcome::Failed(error.0)
+                    }
                 }
-                Outcome::Processed
-            }
-            Err(error) => {
-                if counts_toward_streak {
-                    self.streak.fetch_add(1, Ordering::SeqCst);
-                }
-                Outcome::Failed(error.0)
-            }
-        }
+            })
+            .collect()
     }
 
-    /// Syncs a batch with bounded concurrency. Users are started in id order
-    /// and none is started once a halt is due. A stop, a shutdown or a lost
-    /// lease gives the users in flight a short grace and then drops them, so
-    /// only the handled prefix of the batch is returned: the checkpoint can
-    /// never pass a user that was not handled.
+    /// Syncs a batch. Users that must be skipped never reach the sink; the
+    /// eligible ones go to it in chunks, in id order (one user per chunk for
+    /// the HTTP graph, up to the sink's preferred chunk for the built-in
+    /// one, spread over the run's concurrency), and chunks run with bounded
+    /// concurrency. Users and chunks are started in id order and none is
+    /// started once a halt is due. A stop, a shutdown or a lost lease gives
+    /// the chunks in flight a short grace and then drops them — every user of
+    /// a dropped chunk is unhandled — so only the handled prefix of the batch
+    /// is returned: the checkpoint can never pass a user that was not handled.
     async fn sync_batch<'u>(&self, users: &'u [SourceUser]) -> Vec<(&'u SourceUser, Outcome)> {
         let counts_toward_streak = self.phase == Phase::Scan;
         let limit = self.options.concurrency.max(1) as usize;
+        let skips: Vec<Option<SkipReason>> = users
+            .iter()
+            .map(|user| classify(user, self.options.dry_run))
+            .collect();
+        let eligible = skips.iter().filter(|skip| skip.is_none()).count();
+        let preferred = self.sink.as_ref().map_or(1, |sink| sink.preferred_chunk());
+        let chunk_size = preferred.min(eligible.div_ceil(limit)).max(1);
+
         let mut in_flight = futures::stream::FuturesUnordered::new();
-        let mut handled: Vec<(usize, Outcome)> = Vec::with_capacity(users.len());
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; users.len()];
+        let record = |outcomes: &mut [Option<Outcome>],
+                      (members, done): (Vec<usize>, Vec<Outcome>)| {
+            for (index, outcome) in members.into_iter().zip(done) {
+                outcomes[index] = Some(outcome);
+            }
+        };
         let mut next = 0;
         loop {
-            while in_flight.len() < limit && next < users.len() && self.may_start_user() {
-                let index = next;
-                let user = &users[index];
-                in_flight
-                    .push(async move { (index, self.sync_one(user, counts_toward_streak).await) });
-                next += 1;
+            while next < users.len() && self.may_start_user() {
+                if let Some(reason) = skips[next] {
+                    outcomes[next] = Some(Outcome::Skipped(reason));
+                    next += 1;
+                    continue;
+                }
+                if in_flight.len() >= limit {
+                    break;
+                }
+                // The next `chunk_size` eligible users, and the skipped users
+                // between them, which are handled as the chunk starts.
+                let mut members = Vec::with_capacity(chunk_size);
+                while next < users.len() && members.len() < chunk_size {
+                    match skips[next] {
+                        Some(reason) => outcomes[next] = Some(Outcome::Skipped(reason)),
+                        None => members.push(next),
+                    }
+                    next += 1;
+                }
+                let chunk: Vec<&SourceUser> = members.iter().map(|&index| &users[index]).collect();
+                in_flight.push(async move {
+                    let done = self.sync_chunk(&chunk, counts_toward_streak).await;
+                    (members, done)
+                });
             }
             if in_flight.is_empty() {
                 break;
             }
             tokio::select! {
-                done = in_flight.next() => handled.extend(done),
+                done = in_flight.next() => {
+                    if let Some(done) = done {
+                        record(&mut outcomes, done);
+                    }
+                }
                 _ = self.signals.interrupted() => {
                     if !self.signals.lease_lost.is_cancelled() {
                         let grace = tokio::time::sleep(IN_FLIGHT_GRACE);
@@ -364,7 +398,7 @@ impl Runner {
                         loop {
                             tokio::select! {
                                 done = in_flight.next() => match done {
-                                    Some(done) => handled.push(done),
+                                    Some(done) => record(&mut outcomes, done),
                                     None => break,
                                 },
                                 _ = &mut grace => break,
@@ -375,16 +409,11 @@ impl Runner {
                 }
             }
         }
-        handled.sort_by_key(|(index, _)| *index);
-        let prefix = handled
+        drop(in_flight);
+        users
             .iter()
-            .enumerate()
-            .take_while(|(position, (index, _))| position == index)
-            .count();
-        handled.truncate(prefix);
-        handled
-            .into_iter()
-            .map(|(index, outcome)| (&users[index], outcome))
+            .zip(outcomes)
+            .map_while(|(user, outcome)| outcome.map(|outcome| (user, outcome)))
             .collect()
     }
 

@@ -3,7 +3,9 @@
 //!
 //! (a) a dry run; (b) the raw keyset scan with no bookkeeping; (c) real runs
 //! against a loopback HTTP Identity Graph that answers at once, at
-//! concurrency 1, 8 and 32; (d) that server's own capacity at concurrency 32.
+//! concurrency 1, 8 and 32; (d) that server's own capacity at concurrency 32;
+//! (e) a real run of every user into the built-in Postgres graph, whose
+//! tables are still empty and never analyzed, as on a fresh database.
 
 use super::config::Config;
 use crate::backfill::{domain::*, engine::Engine, source, store};
@@ -29,6 +31,35 @@ pub struct BenchArgs {
     /// How long each HTTP measurement runs, in seconds.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// Concurrency of the dry run (a) and of the built-in graph run (e).
+    #[arg(long, default_value_t = 8)]
+    concurrency: i64,
+    /// Skip (c) and (d), the HTTP figures.
+    #[arg(long)]
+    skip_http: bool,
+    /// Skip (e), the built-in graph.
+    #[arg(long)]
+    skip_built_in_graph: bool,
+}
+
+/// The graph tables, whose sequential scans (e) reports.
+const GRAPH_TABLES: [&str; 3] = [
+    "identity_graph_users",
+    "identity_graph_identifiers",
+    "identity_graph_links",
+];
+
+/// What (e) measured.
+struct GraphFigures {
+    users: i64,
+    seconds: f64,
+    first_rate: f64,
+    last_rate: f64,
+    /// Per graph table: (seq_scan before, after, idx_scan after).
+    scans: Vec<(&'static str, i64, i64, i64)>,
+    rss_at_first: u64,
+    rss_at_end: u64,
+    rss_peak: u64,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -59,7 +90,7 @@ fn sample_peak_rss() -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     (done, handle)
 }
 
-async fn fresh_database(base_url: &str) -> Result<(PgPool, String), String> {
+async fn fresh_database(base_url: &str) -> Result<(PgPool, String, String), String> {
     let admin = super::database::connect(base_url, 2)
         .await
         .map_err(|e| e.to_string())?;
@@ -82,7 +113,7 @@ async fn fresh_database(base_url: &str) -> Result<(PgPool, String), String> {
     super::database::migrate(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((pool, name))
+    Ok((pool, name, url))
 }
 
 fn engine(pool: &PgPool, sink: &[(&str, String)]) -> Result<Engine, String> {
@@ -179,9 +210,159 @@ async fn plain_load(url: &str, concurrency: usize, seconds: u64) -> f64 {
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `(seq_scan, idx_scan)` of each graph table, as the statistics collector
+/// has them. A backend reports its own counts when it goes idle, at most once
+/// a second, or when it exits: the run's pool is closed before the second
+/// reading, and this connection reports its own scans first.
+async fn graph_scans(
+    connection: &mut sqlx::PgConnection,
+) -> Result<Vec<(String, i64, i64)>, String> {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *connection)
+        .await
+        .map_err(|e| e.to_string())?;
+    sqlx::query_as(
+        "SELECT relname::text, seq_scan, coalesce(idx_scan, 0)
+         FROM pg_stat_user_tables WHERE relname = ANY($1) ORDER BY relname",
+    )
+    .bind(GRAPH_TABLES)
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// The time (seconds since the start) at which `scanned` reached `target`,
+/// interpolated between the samples around it.
+fn time_at(samples: &[(f64, i64)], target: i64) -> f64 {
+    let mut previous = (0.0, 0);
+    for &(t, scanned) in samples {
+        if scanned >= target {
+            let (t0, s0) = previous;
+            if scanned == s0 {
+                return t;
+            }
+            return t0 + (t - t0) * (target - s0) as f64 / (scanned - s0) as f64;
+        }
+        previous = (t, scanned);
+    }
+    previous.0
+}
+
+/// (e): a real run of every user into the built-in graph. The run gets its
+/// own pool, closed at the end so that its backends report their statistics.
+async fn built_in_graph_run(
+    pool: &PgPool,
+    url: &str,
+    batch: i64,
+    concurrency: i64,
+) -> Result<GraphFigures, String> {
+    let mut stats = pool.acquire().await.map_err(|e| e.to_string())?;
+    // Scans the three tables once each (counted in "before").
+    let in_graph: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM identity_graph_users) + (SELECT count(*) FROM identity_graph_identifiers)
+              + (SELECT count(*) FROM identity_graph_links)",
+    )
+    .fetch_one(&mut *stats)
+    .await
+    .map_err(|e| e.to_string())?;
+    if in_graph != 0 {
+        return Err("the built-in graph is not empty".into());
+    }
+    let before = graph_scans(&mut stats).await?;
+    let run_pool = super::database::connect(url, 40)
+        .await
+        .map_err(|e| e.to_string())?;
+    let graph = engine(&run_pool, &[("IDENTITY_GRAPH_SINK", "postgres".into())])?;
+    let started = Instant::now();
+    let response = graph
+        .start(
+            &StartRequest {
+                job_key: Some("bench-built-in-graph".into()),
+                batch_size: Some(batch),
+                concurrency: Some(concurrency),
+                sleep_ms: Some(0),
+                max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
+                retry_failed_before_cursor: Some(false),
+                auto_resume: Some(false),
+                ..Default::default()
+            },
+            "bench",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = response.job.job_key;
+    // (seconds since the start, users scanned), and resident memory.
+    let mut samples: Vec<(f64, i64)> = Vec::new();
+    let (mut rss_at_first, mut rss_peak) = (None, 0);
+    let row = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let row = store::get_job(pool, &key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("job vanished")?;
+        let rss = rss_kib("VmRSS:");
+        rss_peak = rss_peak.max(rss);
+        samples.push((started.elapsed().as_secs_f64(), row.run_scanned));
+        if row.run_scanned >= 100_000 && rss_at_first.is_none() {
+            rss_at_first = Some(rss);
+        }
+        if !row.status().is_some_and(JobStatus::is_active) {
+            break row;
+        }
+    };
+    let rss_at_end = rss_kib("VmRSS:");
+    if row.status() != Some(JobStatus::Completed) || row.failed != 0 {
+        return Err(format!(
+            "the built-in graph run ended {:?} with {} failed: {:?}",
+            row.status(),
+            row.failed,
+            row.last_error
+        ));
+    }
+    let seconds: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ended_at - started_at)::float8
+         FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(&key)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let users = row.run_scanned;
+    let window = 100_000.min(users);
+    let first_rate = window as f64 / time_at(&samples, window);
+    let last_rate =
+        window as f64 / (time_at(&samples, users) - time_at(&samples, users - window)).max(1e-9);
+
+    drop(graph);
+    run_pool.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = graph_scans(&mut stats).await?;
+    let scans = GRAPH_TABLES
+        .iter()
+        .map(|table| {
+            let find = |rows: &[(String, i64, i64)]| {
+                rows.iter()
+                    .find(|(name, ..)| name == table)
+                    .map_or((0, 0), |(_, seq, idx)| (*seq, *idx))
+            };
+            (*table, find(&before).0, find(&after).0, find(&after).1)
+        })
+        .collect();
+    Ok(GraphFigures {
+        users,
+        seconds,
+        first_rate,
+        last_rate,
+        scans,
+        rss_at_first: rss_at_first.unwrap_or(rss_at_end),
+        rss_at_end,
+        rss_peak,
+    })
+}
+
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let base = Config::from_env().map_err(|e| e.to_string())?;
-    let (pool, name) = fresh_database(&base.database_url).await?;
+    let (pool, name, url) = fresh_database(&base.database_url).await?;
     println!("benchmark database {name}");
 
     let seeded = Instant::now();
@@ -222,6 +403,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             job_key: Some("bench-dry-run".into()),
             dry_run: Some(true),
             batch_size: Some(batch),
+            concurrency: Some(args.concurrency),
             sleep_ms: Some(0),
             max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
             ..Default::default()
@@ -232,7 +414,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let dry_peak = peak.await.unwrap_or(0);
     let dry_rate = handled as f64 / seconds;
     println!(
-        "(a) dry run, batch {batch}:                   {dry_rate:>10.0} users/s  ({handled} users)"
+        "(a) dry run, batch {batch}, concurrency {}:    {dry_rate:>10.0} users/s  ({handled} users)",
+        args.concurrency
     );
     println!(
         "    memory during the dry run: {} KiB before, {} KiB peak (+{} KiB over {handled} users)",
@@ -242,59 +425,125 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     );
 
     // (c) real runs against a loopback Identity Graph, time-boxed.
-    let url = loopback_graph().await?;
-    let http = engine(
-        &pool,
-        &[
-            ("IDENTITY_GRAPH_SINK", "http".into()),
-            ("IDENTITY_GRAPH_URL", url.clone()),
-            ("IDENTITY_GRAPH_TOKEN", "bench".into()),
-        ],
-    )?;
-    let mut rate_at_32 = 0.0;
-    for concurrency in [1i64, 8, 32] {
-        let (handled, seconds) = timed_run(
-            &http,
+    let mut http_figures = None;
+    if !args.skip_http {
+        let graph_url = loopback_graph().await?;
+        let http = engine(
             &pool,
-            StartRequest {
-                job_key: Some(format!("bench-http-c{concurrency}")),
-                batch_size: Some(batch),
-                concurrency: Some(concurrency),
-                sleep_ms: Some(0),
-                max_runtime_ms: Some((args.seconds * 1000) as i64),
-                retry_failed_before_cursor: Some(false),
-                auto_resume: Some(false),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let rate = handled as f64 / seconds;
-        if concurrency == 32 {
-            rate_at_32 = rate;
+            &[
+                ("IDENTITY_GRAPH_SINK", "http".into()),
+                ("IDENTITY_GRAPH_URL", graph_url.clone()),
+                ("IDENTITY_GRAPH_TOKEN", "bench".into()),
+            ],
+        )?;
+        let mut rate_at_32 = 0.0;
+        for concurrency in [1i64, 8, 32] {
+            let (handled, seconds) = timed_run(
+                &http,
+                &pool,
+                StartRequest {
+                    job_key: Some(format!("bench-http-c{concurrency}")),
+                    batch_size: Some(batch),
+                    concurrency: Some(concurrency),
+                    sleep_ms: Some(0),
+                    max_runtime_ms: Some((args.seconds * 1000) as i64),
+                    retry_failed_before_cursor: Some(false),
+                    auto_resume: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let rate = handled as f64 / seconds;
+            if concurrency == 32 {
+                rate_at_32 = rate;
+            }
+            println!("(c) real run over HTTP, concurrency {concurrency:>2}:     {rate:>10.0} users/s  ({handled} users in {seconds:.1}s)");
         }
-        println!("(c) real run over HTTP, concurrency {concurrency:>2}:     {rate:>10.0} users/s  ({handled} users in {seconds:.1}s)");
+
+        // (d) the same server, driven by a plain load loop.
+        let capacity = plain_load(&graph_url, 32, args.seconds).await;
+        println!("(d) loopback server capacity, concurrency 32: {capacity:>9.0} requests/s");
+        http_figures = Some((rate_at_32, capacity));
     }
 
-    // (d) the same server, driven by a plain load loop.
-    let capacity = plain_load(&url, 32, args.seconds).await;
-    println!("(d) loopback server capacity, concurrency 32: {capacity:>9.0} requests/s");
+    // (e) a real run into the built-in graph.
+    let mut graph_figures = None;
+    if !args.skip_built_in_graph {
+        let figures = built_in_graph_run(&pool, &url, batch, args.concurrency).await?;
+        let rate = figures.users as f64 / figures.seconds;
+        println!(
+            "(e) built-in graph, batch {batch}, concurrency {}: {rate:>9.0} users/s  ({} users in {:.1}s)",
+            args.concurrency, figures.users, figures.seconds
+        );
+        println!(
+            "    first 100,000 users: {:.0} users/s; last 100,000: {:.0} users/s",
+            figures.first_rate, figures.last_rate
+        );
+        for (table, before, after, index_scans) in &figures.scans {
+            println!(
+                "    seq_scan {table:<27} before {before:>4}, after {after:>4}  (idx_scan after: {index_scans})"
+            );
+        }
+        println!(
+            "    memory: {} KiB at 100,000 users, {} KiB at the end, {} KiB peak",
+            figures.rss_at_first, figures.rss_at_end, figures.rss_peak
+        );
+        graph_figures = Some((rate, figures));
+    }
 
     println!();
     println!(
         "ratio (a)/(b)       = {:.2}   (goal >= 0.5)",
         dry_rate / raw_rate
     );
-    println!(
-        "ratio (c at 32)/(d) = {:.2}   (goal >= 0.6)",
-        rate_at_32 / capacity
-    );
+    if let Some((rate_at_32, capacity)) = http_figures {
+        println!(
+            "ratio (c at 32)/(d) = {:.2}   (goal >= 0.6)",
+            rate_at_32 / capacity
+        );
+    }
+    if let Some((rate, figures)) = &graph_figures {
+        println!(
+            "(e) rate            = {rate:.0} users/s   (goal >= 20000: ratio {:.2})",
+            rate / 20_000.0
+        );
+        println!(
+            "(e) 1,000,000 users = {:.1}s   (goal < 50s: {} users in {:.1}s)",
+            1_000_000.0 / rate,
+            figures.users,
+            figures.seconds
+        );
+        println!(
+            "ratio (e)/(a)       = {:.2}   (goal >= 0.3)",
+            rate / dry_rate
+        );
+        println!(
+            "ratio (e) last 100,000 / first 100,000 = {:.2}   (goal >= 0.8)",
+            figures.last_rate / figures.first_rate
+        );
+        let seq_scans: i64 = figures
+            .scans
+            .iter()
+            .map(|(_, before, after, _)| after - before)
+            .sum();
+        println!(
+            "(e) graph seq scans = {seq_scans}, {:.4} per user   (goal: none per user, ratio well below 1)",
+            seq_scans as f64 / figures.users.max(1) as f64
+        );
+        let growth = figures.rss_at_end as f64 / figures.rss_at_first.max(1) as f64;
+        println!(
+            "(e) memory growth from 100,000 to {} users = {:+} KiB, ratio {growth:.2}   (goal: flat, <= 1.10); peak {} KiB",
+            figures.users,
+            figures.rss_at_end as i64 - figures.rss_at_first as i64,
+            figures.rss_peak
+        );
+    }
     println!(
         "peak memory of the process (VmHWM): {} KiB",
         rss_kib("VmHWM:")
     );
 
     drop(dry);
-    drop(http);
     pool.close().await;
     let admin = super::database::connect(&base.database_url, 1)
         .await

@@ -20,7 +20,7 @@ const LAYERS: &[&str] = &[
 /// The parts of `backfill`, lowest first; `store` and `sinks` stand side by
 /// side and may not use each other.
 const BACKFILL_PARTS: &[&[&str]] = &[
-    &["domain"],
+    &["domain", "transient"],
     &["source"],
     &["store", "sinks"],
     &["runner"],

@@ -10,6 +10,8 @@
 //! | `http_sink` | what the HTTP Identity Graph's answers do to users |
 //! | `lease` | replicas, leases, shutdown, database trouble, the real binary under SIGTERM |
 //! | `built_in_graph` | the Postgres identity graph |
+//! | `graph_batch` | the built-in graph's batched writes: same graph as per-user writes, concurrency, one bad user |
+//! | `layers` | no module imports from a layer above its own (ARCHITECTURE.md) |
 //! | `api` | the job-control API over HTTP: validation, clamping, who did what |
 //! | `upgrade` | rows written by other releases, and the upgrade itself |
 //! | `access` | sign-in, sessions, the allow-list guard, the audit log |
@@ -24,6 +26,7 @@ mod admin_cli;
 mod api;
 mod built_in_graph;
 mod engine;
+mod graph_batch;
 mod http_sink;
 mod layers;
 mod lease;

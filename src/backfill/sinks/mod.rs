@@ -19,6 +19,31 @@ pub trait IdentityGraph: Send + Sync + 'static {
     /// Writes (upserts) one user. Must be idempotent: delivery is at least once.
     fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>>;
 
+    /// Writes (upserts) a chunk of users: one outcome per user, in the order
+    /// given, so one bad user fails alone. Idempotent like `write_user`.
+    ///
+    /// The default writes the users one after another with `write_user`; an
+    /// adapter that can write a set at once (the built-in graph) overrides it.
+    fn write_users<'a>(
+        &'a self,
+        users: &'a [&'a SourceUser],
+    ) -> BoxFuture<'a, Vec<Result<(), SinkError>>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(users.len());
+            for user in users {
+                outcomes.push(self.write_user(user).await);
+            }
+            outcomes
+        })
+    }
+
+    /// How many users the runner should hand `write_users` at once, at most.
+    /// 1 (the default) keeps one user per call: the HTTP graph's per-user
+    /// `PUT`s, each running with the run's concurrency.
+    fn preferred_chunk(&self) -> usize {
+        1
+    }
+
     /// The graph lives in the app's own database, so a job's coverage check
     /// can count the users it holds.
     fn is_built_in(&self) -> bool {
