@@ -179,15 +179,15 @@ start_options! {
             "How many users of a batch are synced at the same time.";
     }
     flags {
-        RETRY_FAILED_BEFORE_CURSOR retry_failed_before_cursor = true,
-            "Retry failed before cursor",
-            "In full mode, retry recorded failures first, then resume the cursor. Default on.";
-        RESET_CURSOR reset_cursor = false,
-            "Reset cursor",
-            "Scan from the beginning again, with fresh counters. Default off.";
         DRY_RUN dry_run = false,
             "Dry run",
             "Scan the same users without writing anything; every user counts as skipped (dry-run). Needs no Identity Graph. Default off.";
+        RESET_CURSOR reset_cursor = false,
+            "Reset cursor",
+            "Scan from the beginning again, with fresh counters. Default off.";
+        RETRY_FAILED_BEFORE_CURSOR retry_failed_before_cursor = true,
+            "Retry failed before cursor",
+            "In full mode, retry recorded failures first, then resume the cursor. Default on.";
         AUTO_RESUME auto_resume = true,
             "Auto-resume",
             "Let the watchdog resume this job after it pauses on the runtime cap, a failure streak or a restart. Never applies to dry runs. Default on.";
