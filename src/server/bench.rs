@@ -150,17 +150,22 @@ async fn timed_run(
             .map_err(|e| e.to_string())?
             .ok_or("job vanished")?;
         if !row.status().is_some_and(JobStatus::is_active) {
-            let seconds: f64 = sqlx::query_scalar(
-                "SELECT extract(epoch FROM ended_at - started_at)::float8
-                 FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&key)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| e.to_string())?;
+            let seconds = run_seconds(pool, &key).await?;
             return Ok((row.run_scanned, seconds));
         }
     }
+}
+
+/// How long the job's latest run took, from its own start and end times.
+async fn run_seconds(pool: &PgPool, key: &str) -> Result<f64, String> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM ended_at - started_at)::float8
+         FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn loopback_graph() -> Result<String, String> {
@@ -319,14 +324,7 @@ async fn built_in_graph_run(
             row.last_error
         ));
     }
-    let seconds: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM ended_at - started_at)::float8
-         FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&key)
-    .fetch_one(pool)
-    .await
-    .map_err(|e| e.to_string())?;
+    let seconds = run_seconds(pool, &key).await?;
     let users = row.run_scanned;
     let window = 100_000.min(users);
     let first_rate = window as f64 / time_at(&samples, window);
