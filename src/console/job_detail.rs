@@ -13,7 +13,9 @@ use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
-use crate::backfill::domain::{Coverage, JobDetail, StartOptions};
+use crate::backfill::domain::{
+    Coverage, JobDetail, StartOptions, FLAG_OPTIONS, JOB_KEY, MODE, NUMBER_OPTIONS,
+};
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -244,36 +246,30 @@ fn Detail(
 
 #[component]
 fn OptionsList(options: StartOptions) -> impl IntoView {
-    let on_off = |b: bool| if b { "on" } else { "off" };
-    let rows = [
-        ("Job key", options.job_key.to_string()),
-        ("Batch size", thousands(options.batch_size.into())),
-        (
-            "Sleep between batches",
-            format!("{} ms", thousands(options.sleep_ms.into())),
-        ),
-        (
-            "Runtime cap",
-            format!(
-                "{} ms ({})",
-                thousands(options.max_runtime_ms as i64),
-                duration_ms(options.max_runtime_ms)
-            ),
-        ),
-        (
-            "Max consecutive failures",
-            thousands(options.max_consecutive_failures.into()),
-        ),
-        ("Concurrency", thousands(options.concurrency.into())),
-        ("Mode", options.mode.as_str().to_string()),
-        (
-            "Retry failed before cursor",
-            on_off(options.retry_failed_before_cursor).to_string(),
-        ),
-        ("Reset cursor", on_off(options.reset_cursor).to_string()),
-        ("Dry run", on_off(options.dry_run).to_string()),
-        ("Auto-resume", on_off(options.auto_resume).to_string()),
-    ];
+    let numbers = NUMBER_OPTIONS.iter().map(|option| {
+        let value = (option.effective)(&options);
+        let shown = match option.unit {
+            // Milliseconds read better with a duration beside them.
+            "ms" if value >= 60_000 => {
+                format!("{} ms ({})", thousands(value), duration_ms(value as u64))
+            }
+            "ms" => format!("{} ms", thousands(value)),
+            _ => thousands(value),
+        };
+        (option.label, shown)
+    });
+    let flags = FLAG_OPTIONS.iter().map(|option| {
+        let on = (option.effective)(&options);
+        (option.label, if on { "on" } else { "off" }.to_string())
+    });
+    let rows: Vec<(&str, String)> = std::iter::once((JOB_KEY.label, options.job_key.to_string()))
+        .chain(numbers)
+        .chain(std::iter::once((
+            MODE.label,
+            options.mode.as_str().to_string(),
+        )))
+        .chain(flags)
+        .collect();
     view! {
         <dl class="options">
             {rows.into_iter().map(|(label, value)| view! { <div><dt>{label}</dt><dd>{value}</dd></div> }).collect_view()}

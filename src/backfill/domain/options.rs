@@ -40,6 +40,8 @@ pub struct NumberOption {
     pub bounds: Bounds,
     pub requested: fn(&StartRequest) -> Option<i64>,
     pub set_requested: fn(&mut StartRequest, Option<i64>),
+    /// The value a run uses.
+    pub effective: fn(&StartOptions) -> i64,
     apply: fn(&mut StartOptions, i64),
 }
 
@@ -52,6 +54,8 @@ pub struct FlagOption {
     pub default: bool,
     pub requested: fn(&StartRequest) -> Option<bool>,
     pub set_requested: fn(&mut StartRequest, Option<bool>),
+    /// The value a run uses.
+    pub effective: fn(&StartOptions) -> bool,
     apply: fn(&mut StartOptions, bool),
 }
 
@@ -141,6 +145,7 @@ macro_rules! start_options {
             bounds: Bounds { min: $min, max: $max, default: $default },
             requested: |request| request.$number_field,
             set_requested: |request, value| request.$number_field = value,
+            effective: |options| options.$number_field as i64,
             apply: |options, value| options.$number_field = value as $number_type,
         }; )*
 
@@ -153,6 +158,7 @@ macro_rules! start_options {
             default: $flag_default,
             requested: |request| request.$flag_field,
             set_requested: |request, value| request.$flag_field = value,
+            effective: |options| options.$flag_field,
             apply: |options, value| options.$flag_field = value,
         }; )*
 
