@@ -6,7 +6,7 @@
 //! deterministically; `Runner::run` is the loop a tokio task executes.
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
-use super::sinks::IdentityGraph;
+use super::sinks::{IdentityGraph, GRAPH_REQUEST_SECONDS};
 use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use super::transient::is_transient;
@@ -299,7 +299,16 @@ impl Runner {
                 .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
                 .collect();
         };
-        let mut results = sink.write_users(users).await.into_iter();
+        let started = Instant::now();
+        let results = sink.write_users(users).await;
+        let outcome = if results.iter().all(Result::is_ok) {
+            "ok"
+        } else {
+            "failed"
+        };
+        metrics::histogram!(GRAPH_REQUEST_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        let mut results = results.into_iter();
         users
             .iter()
             .map(|user| {

@@ -28,6 +28,8 @@ pub struct Config {
     pub site_addr: SocketAddr,
     pub site_root: PathBuf,
     pub database_max_connections: u32,
+    /// `METRICS_ADDR`: where `/metrics` listens; off when unset.
+    pub metrics_addr: Option<SocketAddr>,
     pub sink: SinkConfig,
     pub engine: EngineSettings,
     pub access: AccessSettings,
@@ -65,6 +67,20 @@ impl Config {
                 reason: format!("{raw:?} is not an address such as 127.0.0.1:3000"),
             })?,
         };
+        let metrics_addr = match get("METRICS_ADDR") {
+            None => None,
+            Some(raw) => Some(raw.parse().map_err(|_| ConfigError {
+                variable: "METRICS_ADDR",
+                reason: format!("{raw:?} is not an address such as 127.0.0.1:9464"),
+            })?),
+        };
+        if metrics_addr.is_some() && metrics_addr == Some(site_addr) {
+            return Err(ConfigError {
+                variable: "METRICS_ADDR",
+                reason: "must differ from LEPTOS_SITE_ADDR: metrics never share the console's port"
+                    .into(),
+            });
+        }
         let site_root =
             PathBuf::from(get("LEPTOS_SITE_ROOT").unwrap_or_else(|| "target/site".into()));
 
@@ -122,6 +138,7 @@ impl Config {
             site_root,
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
+            metrics_addr,
             sink,
             engine: EngineSettings {
                 watchdog_interval: Duration::from_millis(parse_number(
@@ -272,6 +289,21 @@ mod tests {
             "{}",
             bad_proxy.reason
         );
+    }
+
+    #[test]
+    fn metrics_never_share_the_console_port() {
+        let base = [("DATABASE_URL", "postgres://x/y")];
+        assert_eq!(config(&base).unwrap().metrics_addr, None, "off by default");
+        let same = config(&[
+            base[0],
+            ("LEPTOS_SITE_ADDR", "127.0.0.1:3000"),
+            ("METRICS_ADDR", "127.0.0.1:3000"),
+        ])
+        .unwrap_err();
+        assert_eq!(same.variable, "METRICS_ADDR");
+        let set = config(&[base[0], ("METRICS_ADDR", "127.0.0.1:9464")]).unwrap();
+        assert_eq!(set.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     #[test]

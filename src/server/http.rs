@@ -37,6 +37,11 @@ pub enum StartupError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
+    #[error("METRICS_ADDR: cannot listen on {addr}: {cause}. Set METRICS_ADDR to a free address, or unset it.")]
+    MetricsBind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
 }
@@ -123,6 +128,15 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map_err(|cause| StartupError::Bind { addr, cause })?;
     let pool = database::connect(&config.database_url, config.database_max_connections).await?;
     database::migrate(&pool).await?;
+    if let Some(metrics_addr) = config.metrics_addr {
+        let bound = super::metrics::spawn(metrics_addr, pool.clone(), shutdown.clone())
+            .await
+            .map_err(|cause| StartupError::MetricsBind {
+                addr: metrics_addr,
+                cause,
+            })?;
+        println!("Metrics are served on http://{bound}/metrics");
+    }
     let state = build_state(config, pool, shutdown.clone());
     let engine = state.engine.clone();
     let app = router(state);

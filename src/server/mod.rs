@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod http;
+pub mod metrics;
 pub mod seed;
 
 use crate::access::ssr::AccessState;

@@ -11,6 +11,7 @@
 //! | `lease` | replicas, leases, shutdown, database trouble, the real binary under SIGTERM |
 //! | `built_in_graph` | the Postgres identity graph |
 //! | `graph_batch` | the built-in graph's batched writes: same graph as per-user writes, concurrency, one bad user |
+//! | `metrics` | `/metrics` on its own listener, scraped during a run, matching the job row |
 //! | `layers` | no module imports from a layer above its own (ARCHITECTURE.md) |
 //! | `api` | the job-control API over HTTP: validation, clamping, who did what |
 //! | `upgrade` | rows written by other releases, and the upgrade itself |
@@ -30,6 +31,7 @@ mod graph_batch;
 mod http_sink;
 mod layers;
 mod lease;
+mod metrics;
 mod runner;
 mod sign_in_limits;
 mod upgrade;

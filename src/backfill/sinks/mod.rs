@@ -10,6 +10,11 @@ use std::sync::Arc;
 
 pub use super::source::SourceUser;
 
+/// The histogram of Identity Graph calls (one per user over HTTP, one per
+/// chunk into the built-in graph), in seconds, labelled by `outcome`: `ok`
+/// when every user of the call was written, else `failed`.
+pub const GRAPH_REQUEST_SECONDS: &str = "identity_graph_request_duration_seconds";
+
 /// Why one user could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
