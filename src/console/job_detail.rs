@@ -248,13 +248,13 @@ fn Detail(
 fn OptionsList(options: StartOptions) -> impl IntoView {
     let numbers = NUMBER_OPTIONS.iter().map(|option| {
         let value = (option.effective)(&options);
-        let shown = match option.unit {
-            // Milliseconds read better with a duration beside them.
-            "ms" if value >= 60_000 => {
-                format!("{} ms ({})", thousands(value), duration_ms(value as u64))
-            }
-            "ms" => format!("{} ms", thousands(value)),
-            _ => thousands(value),
+        let shown = if option.has_configured_default() {
+            // The runtime cap reads better with its duration beside it.
+            format!("{} ms ({})", thousands(value), duration_ms(value as u64))
+        } else if option.unit == "ms" {
+            format!("{} ms", thousands(value))
+        } else {
+            thousands(value)
         };
         (option.label, shown)
     });

@@ -8,8 +8,9 @@
 use crate::backfill::{domain::JobStatus, sinks::GRAPH_REQUEST_SECONDS};
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use sqlx::PgPool;
-use std::{net::SocketAddr, sync::OnceLock};
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// The process's one recorder: `metrics` allows a single global recorder.
@@ -24,6 +25,10 @@ fn handle() -> &'static PrometheusHandle {
                 ],
             )
             .expect("the bucket list is not empty")
+            // The job gauges are set at each scrape just before rendering;
+            // one not set (a job that left the list, the heartbeat of a run
+            // that ended) is dropped instead of showing a frozen value.
+            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(1)))
             .build_recorder();
         let handle = recorder.handle();
         // Only fails when another recorder is installed, which this binary never does.
@@ -55,9 +60,10 @@ async fn record_job_figures(pool: &PgPool) -> Result<(), sqlx::Error> {
     for job in jobs {
         let key = job.job_key;
         let active = JobStatus::parse(&job.status).is_some_and(JobStatus::is_active);
+        // Gauges, not counters: a reset_cursor start zeroes the row's totals.
         let users = |outcome: &'static str, total: i64| {
-            metrics::counter!("identity_graph_backfill_users_total", "job_key" => key.clone(), "outcome" => outcome)
-                .absolute(total.max(0) as u64)
+            metrics::gauge!("identity_graph_backfill_users", "job_key" => key.clone(), "outcome" => outcome)
+                .set(total as f64)
         };
         users("processed", job.processed);
         users("failed", job.failed);

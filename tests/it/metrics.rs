@@ -75,11 +75,7 @@ async fn a_scrape_during_a_run_matches_the_job_row(pool: PgPool) {
     let after = scrape(addr).await;
     let users = |outcome: &str| {
         let outcome = format!(r#"outcome="{outcome}""#);
-        sample(
-            &after,
-            "identity_graph_backfill_users_total",
-            &[key, &outcome],
-        )
+        sample(&after, "identity_graph_backfill_users", &[key, &outcome])
     };
     assert_eq!(users("processed"), Some(row.processed as f64), "{after}");
     assert_eq!(users("failed"), Some(row.failed as f64), "{after}");
@@ -99,5 +95,46 @@ async fn a_scrape_during_a_run_matches_the_job_row(pool: PgPool) {
         &[r#"outcome="failed""#]
     )
     .is_some_and(|count| count > 0.0));
+
+    // A fresh pass zeroes the job's totals; the figures follow them down.
+    replica
+        .start(
+            json!({"job_key": "metered", "reset_cursor": true, "batch_size": 10, "sleep_ms": 200}),
+        )
+        .await;
+    wait_for_cursor(&pool, "metered", 10).await;
+    replica
+        .engine
+        .stop("metered", "ops@example.com")
+        .await
+        .unwrap();
+    let reset = wait_until_idle(&pool, "metered").await;
+    assert!(
+        reset.processed < row.processed,
+        "the rerun was stopped early"
+    );
+    let again = scrape(addr).await;
+    assert_eq!(
+        sample(
+            &again,
+            "identity_graph_backfill_users",
+            &[key, r#"outcome="processed""#]
+        ),
+        Some(reset.processed as f64),
+        "{again}"
+    );
+    assert_eq!(
+        sample(&again, "identity_graph_backfill_cursor", &[key]),
+        Some(reset.cursor as f64)
+    );
+    assert_eq!(
+        sample(
+            &again,
+            "identity_graph_backfill_heartbeat_age_seconds",
+            &[key]
+        ),
+        None,
+        "no heartbeat is reported for an idle job"
+    );
     shutdown.cancel();
 }

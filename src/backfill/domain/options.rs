@@ -262,7 +262,8 @@ impl StartOptions {
                 .and_then(Mode::parse)
                 .ok_or_else(|| stored_type_error(MODE.field, MODE_CHOICES, value))?;
         }
-        for option in FLAG_OPTIONS {
+        // A job's dry_run is its column, never its stored options.
+        for option in FLAG_OPTIONS.iter().filter(|o| o.field != DRY_RUN.field) {
             if let Some(value) = present(option.field) {
                 let flag = value
                     .as_bool()
@@ -487,6 +488,11 @@ mod tests {
         assert_eq!(options.mode, Mode::FailedOnly);
         assert!(!options.auto_resume);
         assert!(!options.dry_run, "the row's column decides");
+        let odd_dry_run = serde_json::json!({"dry_run": "yes"});
+        assert!(
+            StartOptions::from_stored(&odd_dry_run, "q1", false, 60_000).is_ok(),
+            "dry_run is read from its column, never from the stored options"
+        );
         let bad = serde_json::json!({"concurrency": "lots"});
         let reason = StartOptions::from_stored(&bad, "q1", false, 60_000).unwrap_err();
         assert!(reason.contains("concurrency"), "{reason}");
