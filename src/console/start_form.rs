@@ -7,7 +7,6 @@ use crate::backfill::api::Start;
 use crate::backfill::domain::*;
 use crate::error::AppError;
 use leptos::prelude::*;
-use std::collections::BTreeMap;
 
 /// `""` → not sent (the default applies); otherwise a whole number.
 fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
@@ -21,56 +20,61 @@ fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
         .map_err(|_| "must be a whole number")
 }
 
-/// The form's state, by field: what is typed into each number (text, so
-/// a half-typed value is kept as typed) and each switch.
+const NUMBERS: usize = NUMBER_OPTIONS.len();
+const FLAGS: usize = FLAG_OPTIONS.len();
+
+/// The form's state: one signal per declared option, reached by its field.
+/// Numbers are held as typed text, so a half-typed value stays as typed.
 #[derive(Clone, Copy)]
 struct FormState {
     job_key: RwSignal<String>,
-    numbers: RwSignal<BTreeMap<&'static str, String>>,
+    numbers: [RwSignal<String>; NUMBERS],
     mode: RwSignal<Mode>,
-    flags: RwSignal<BTreeMap<&'static str, bool>>,
+    flags: [RwSignal<bool>; FLAGS],
 }
 
 impl FormState {
     fn new() -> Self {
         Self {
             job_key: RwSignal::new(String::new()),
-            numbers: RwSignal::new(
-                NUMBER_OPTIONS
-                    .iter()
-                    .map(|option| (option.field, option.bounds.default.to_string()))
-                    .collect(),
-            ),
+            numbers: std::array::from_fn(|index| {
+                RwSignal::new(NUMBER_OPTIONS[index].bounds.default.to_string())
+            }),
             mode: RwSignal::new(Mode::default()),
-            flags: RwSignal::new(
-                FLAG_OPTIONS
-                    .iter()
-                    .map(|option| (option.field, option.default))
-                    .collect(),
-            ),
+            flags: std::array::from_fn(|index| RwSignal::new(FLAG_OPTIONS[index].default)),
         }
     }
 
+    fn number_signal(&self, field: &str) -> RwSignal<String> {
+        let index = NUMBER_OPTIONS
+            .iter()
+            .position(|option| option.field == field)
+            .expect("a declared number option");
+        self.numbers[index]
+    }
+
+    fn flag_signal(&self, field: &str) -> RwSignal<bool> {
+        let index = FLAG_OPTIONS
+            .iter()
+            .position(|option| option.field == field)
+            .expect("a declared flag option");
+        self.flags[index]
+    }
+
     fn number(&self, field: &'static str) -> String {
-        self.numbers
-            .with(|numbers| numbers.get(field).cloned().unwrap_or_default())
+        self.number_signal(field).get()
     }
 
     fn set_number(&self, field: &'static str, value: String) {
-        self.numbers.update(|numbers| {
-            numbers.insert(field, value);
-        });
+        self.number_signal(field).set(value);
     }
 
     fn flag(&self, field: &'static str) -> bool {
-        self.flags
-            .with(|flags| flags.get(field).copied().unwrap_or_default())
+        self.flag_signal(field).get()
     }
 
     fn set_flag(&self, field: &'static str, value: bool) {
-        self.flags.update(|flags| {
-            flags.insert(field, value);
-        });
+        self.flag_signal(field).set(value);
     }
 
     fn request(&self) -> Result<StartRequest, AppError> {
@@ -80,19 +84,13 @@ impl FormState {
             mode: Some(self.mode.get_untracked()),
             ..Default::default()
         };
-        for option in NUMBER_OPTIONS {
-            let typed = self
-                .numbers
-                .with_untracked(|numbers| numbers.get(option.field).cloned());
-            let value = parse_number(&typed.unwrap_or_default())
+        for (option, typed) in NUMBER_OPTIONS.iter().zip(self.numbers) {
+            let value = parse_number(&typed.get_untracked())
                 .map_err(|reason| AppError::validation(option.field, reason))?;
             (option.set_requested)(&mut request, value);
         }
-        for option in FLAG_OPTIONS {
-            let value = self
-                .flags
-                .with_untracked(|flags| flags.get(option.field).copied());
-            (option.set_requested)(&mut request, value);
+        for (option, flag) in FLAG_OPTIONS.iter().zip(self.flags) {
+            (option.set_requested)(&mut request, Some(flag.get_untracked()));
         }
         Ok(request)
     }
