@@ -74,7 +74,7 @@ impl Config {
                 reason: format!("{raw:?} is not an address such as 127.0.0.1:9464"),
             })?),
         };
-        if metrics_addr.is_some() && metrics_addr == Some(site_addr) {
+        if metrics_addr == Some(site_addr) {
             return Err(ConfigError {
                 variable: "METRICS_ADDR",
                 reason: "must differ from LEPTOS_SITE_ADDR: metrics never share the console's port"

@@ -5,7 +5,10 @@
 //! the same numbers the console shows; the Identity Graph's request latency
 //! is recorded by the runner as it writes (`backfill::runner`).
 
-use crate::backfill::{domain::JobStatus, sinks::GRAPH_REQUEST_SECONDS};
+use crate::backfill::{
+    domain::{JobStatus, Stored},
+    sinks::GRAPH_REQUEST_SECONDS,
+};
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -40,7 +43,7 @@ fn handle() -> &'static PrometheusHandle {
 #[derive(sqlx::FromRow)]
 struct JobFigures {
     job_key: String,
-    status: String,
+    status: Stored<JobStatus>,
     processed: i64,
     failed: i64,
     skipped: i64,
@@ -59,7 +62,7 @@ async fn record_job_figures(pool: &PgPool) -> Result<(), sqlx::Error> {
     .await?;
     for job in jobs {
         let key = job.job_key;
-        let active = JobStatus::parse(&job.status).is_some_and(JobStatus::is_active);
+        let active = job.status.known().is_some_and(JobStatus::is_active);
         // Gauges, not counters: a reset_cursor start zeroes the row's totals.
         let users = |outcome: &'static str, total: i64| {
             metrics::gauge!("identity_graph_backfill_users", "job_key" => key.clone(), "outcome" => outcome)

@@ -204,65 +204,6 @@ impl PostgresGraph {
             }
         })
     }
-
-    /// Today's per-user write, as it was before chunks: three autocommitted
-    /// statements. Kept as the reference the batched writes are compared
-    /// with (tests/graph_batch.rs); the runner does not use it.
-    pub async fn write_user_unbatched(&self, user: &SourceUser) -> Result<(), SinkError> {
-        self.write_unbatched(user)
-            .await
-            .map_err(|e| SinkError(format!("identity graph database write failed: {e}")))
-    }
-
-    async fn write_unbatched(&self, user: &SourceUser) -> Result<(), sqlx::Error> {
-        let mut identifiers = user.identifiers();
-        identifiers.sort();
-        identifiers.dedup();
-        let kinds: Vec<&str> = identifiers.iter().map(|(kind, _)| *kind).collect();
-        let values: Vec<&str> = identifiers.iter().map(|(_, value)| *value).collect();
-
-        sqlx::query(
-            "INSERT INTO identity_graph_users (user_id, email, phone, created_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id) DO UPDATE
-               SET email = EXCLUDED.email, phone = EXCLUDED.phone, created_at = EXCLUDED.created_at,
-                   synced_at = now()
-             WHERE (identity_graph_users.email, identity_graph_users.phone, identity_graph_users.created_at)
-                   IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.phone, EXCLUDED.created_at)",
-        )
-        .bind(user.id)
-        .bind(&user.email)
-        .bind(&user.phone)
-        .bind(user.created_at)
-        .execute(&self.pool)
-        .await?;
-        if identifiers.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO identity_graph_identifiers (kind, value)
-             SELECT kind, value FROM unnest($1::text[], $2::text[]) AS t(kind, value)
-             ORDER BY kind, value
-             ON CONFLICT (kind, value) DO NOTHING",
-        )
-        .bind(&kinds)
-        .bind(&values)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "INSERT INTO identity_graph_links (user_id, identifier_id)
-             SELECT $1, i.id
-             FROM unnest($2::text[], $3::text[]) AS t(kind, value)
-             JOIN identity_graph_identifiers i USING (kind, value)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(user.id)
-        .bind(&kinds)
-        .bind(&values)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 }
 
 /// Whether a failed chunk is worth splitting to find the users at fault.
