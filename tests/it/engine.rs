@@ -78,7 +78,7 @@ async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgP
     let start = json!({"job_key": "capped", "batch_size": 20, "sleep_ms": 0, "concurrency": 1, "max_runtime_ms": 1000});
     let row = replica.run(start.clone()).await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
-    assert_eq!(row.pause_reason.as_deref(), Some("max-runtime"));
+    assert_eq!(row.pause_reason(), Some(PauseReason::MaxRuntime));
     let first_cursor = row.cursor;
     assert!(
         first_cursor > 0 && first_cursor < 600,
@@ -95,7 +95,7 @@ async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgP
         if status.status().unwrap() == JobStatus::Completed {
             break;
         }
-        assert_eq!(status.pause_reason.as_deref(), Some("max-runtime"));
+        assert_eq!(status.pause_reason(), Some(PauseReason::MaxRuntime));
         assert_eq!(
             replica.watchdog_tick().await.unwrap(),
             vec!["capped".to_string()]
@@ -264,7 +264,7 @@ async fn a_failure_streak_pauses_and_the_watchdog_resumes_retrying_old_failures_
         .run(json!({"job_key": "streak", "sleep_ms": 0, "batch_size": 20, "concurrency": 4, "max_consecutive_failures": 6}))
         .await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
-    assert_eq!(row.pause_reason.as_deref(), Some("consecutive-failures"));
+    assert_eq!(row.pause_reason(), Some(PauseReason::ConsecutiveFailures));
     let failed_before: Vec<i64> = store::recent_failures(&pool, "streak", 1000)
         .await
         .unwrap()
@@ -366,8 +366,8 @@ async fn a_backlog_of_failing_users_never_starves_the_scan(pool: PgPool) {
             .run(json!({"job_key": "backlog", "batch_size": 100, "sleep_ms": 0, "concurrency": 8, "max_runtime_ms": 1000, "max_consecutive_failures": 10000}))
             .await;
         assert_eq!(
-            row.pause_reason.as_deref(),
-            Some("max-runtime"),
+            row.pause_reason(),
+            Some(PauseReason::MaxRuntime),
             "run {run}"
         );
         assert!(

@@ -82,7 +82,7 @@ async fn shutdown_checkpoints_and_pauses_interrupted_then_resumes(pool: PgPool) 
     first.wait_for_runs(Duration::from_secs(5)).await;
     let row = job_row(&pool, "restartable").await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
-    assert_eq!(row.pause_reason.as_deref(), Some("interrupted"));
+    assert_eq!(row.pause_reason(), Some(PauseReason::Interrupted));
     assert!(row.owner.is_none());
 
     let second = Replica::with_graph(&pool, &graph, &[]);
@@ -264,7 +264,7 @@ async fn sigterm_with_a_hanging_graph_pauses_and_a_restart_resumes_at_once(pool:
     assert!(exit.success(), "{exit:?}");
     let row = job_row(&pool, "hung").await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
-    assert_eq!(row.pause_reason.as_deref(), Some("interrupted"));
+    assert_eq!(row.pause_reason(), Some(PauseReason::Interrupted));
     assert_eq!(
         row.cursor, 0,
         "nothing was handled, so nothing was checkpointed"

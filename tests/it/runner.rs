@@ -292,8 +292,8 @@ async fn the_runtime_cap_starts_no_user_after_it_and_lets_users_in_flight_finish
     );
     assert!(graph.take_calls().is_empty());
     assert_eq!(
-        job_row(&pool, KEY).await.pause_reason.as_deref(),
-        Some("max-runtime")
+        job_row(&pool, KEY).await.pause_reason(),
+        Some(PauseReason::MaxRuntime)
     );
 }
 
@@ -319,7 +319,7 @@ async fn a_streak_of_failures_pauses_the_run(pool: PgPool) {
         RunEnd::paused(PauseReason::ConsecutiveFailures)
     );
     let row = job_row(&pool, KEY).await;
-    assert_eq!(row.pause_reason.as_deref(), Some("consecutive-failures"));
+    assert_eq!(row.pause_reason(), Some(PauseReason::ConsecutiveFailures));
 }
 
 /// A first run over users 1..=20 that leaves `failing` as recorded failures,

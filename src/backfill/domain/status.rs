@@ -181,21 +181,6 @@ impl<T: StoredText> Stored<T> {
     }
 }
 
-/// A stored word reads as the text it holds.
-impl<T: StoredText> std::ops::Deref for Stored<T> {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl<T: StoredText> PartialEq<&str> for Stored<T> {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 impl<T: StoredText> fmt::Display for Stored<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

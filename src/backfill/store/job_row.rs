@@ -49,6 +49,11 @@ impl JobRow {
         self.status.known()
     }
 
+    /// Why the job paused, when it did and this version knows the reason.
+    pub fn pause_reason(&self) -> Option<PauseReason> {
+        self.pause_reason.as_ref().and_then(Stored::known)
+    }
+
     /// The options the runner uses for this row: stored fields, defaults for
     /// missing ones. `Err` says why the row cannot be read.
     pub fn effective_options(&self, runtime_default: u64) -> Result<StartOptions, String> {
@@ -106,7 +111,7 @@ impl JobRow {
                 no_identifiers: self.skipped_no_identifiers,
             },
             last_error: self.last_error.clone(),
-            pause_reason: self.pause_reason.as_ref().and_then(Stored::known),
+            pause_reason: self.pause_reason(),
             stop_requested: self.stop_requested,
             options,
             started_by: self.started_by.clone(),
