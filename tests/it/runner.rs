@@ -1,10 +1,12 @@
 //! One run's semantics, driven batch by batch with `Runner::step`: the
 //! handled-prefix checkpoint, a stop before or within a step, the runtime
-//! cap, the failure streak and the retry pass over old failures.
+//! cap, the failure streak, the retry pass over old failures, and the
+//! sliding window (a slow user holds back no other; a stop, the cap or a
+//! kill at any moment leaves no unhandled user below the cursor).
 //!
 //! The runner is built the way the engine builds it (the job claimed and its
 //! run row inserted in one transaction), with a test graph whose answers the
-//! test chooses and a manual clock, so nothing here sleeps or measures time.
+//! test chooses and a manual clock, so the runtime cap never waits for time.
 
 use crate::harness::{job_row, request, OPERATOR};
 use futures::future::BoxFuture;
@@ -17,7 +19,7 @@ use identity_graph_backfill::backfill::{
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -26,11 +28,12 @@ use std::{
 };
 use tokio::sync::Notify;
 
-/// An Identity Graph the test controls: it fails chosen users, and holds
-/// one chosen user until the test releases it.
+/// An Identity Graph the test controls: it fails chosen users, answers
+/// chosen users late, and holds one chosen user until the test releases it.
 #[derive(Default)]
 struct TestGraph {
     failing: Mutex<HashSet<i64>>,
+    late: Mutex<HashMap<i64, Duration>>,
     held: Mutex<Option<i64>>,
     /// The held user's write has begun.
     holding: Notify,
@@ -44,6 +47,10 @@ struct TestGraph {
 impl TestGraph {
     fn fail(&self, ids: impl IntoIterator<Item = i64>) {
         *self.failing.lock().unwrap() = ids.into_iter().collect();
+    }
+
+    fn answer_late(&self, delays: impl IntoIterator<Item = (i64, Duration)>) {
+        *self.late.lock().unwrap() = delays.into_iter().collect();
     }
 
     fn hold(&self, id: i64) {
@@ -65,6 +72,10 @@ impl IdentityGraph for TestGraph {
         Box::pin(async move {
             let id = user.id;
             self.calls.lock().unwrap().push(id);
+            let late = self.late.lock().unwrap().get(&id).copied();
+            if let Some(delay) = late {
+                tokio::time::sleep(delay).await;
+            }
             if *self.held.lock().unwrap() == Some(id) {
                 self.holding.notify_one();
                 self.release.notified().await;
@@ -116,9 +127,13 @@ const KEY: &str = "semantics";
 
 /// Claims job `KEY` for a run with the start options `json` (the key is
 /// added), writing to `graph`.
-async fn claim(pool: &PgPool, graph: &Arc<TestGraph>, mut json: Value) -> Run {
+async fn claim(pool: &PgPool, graph: &Arc<TestGraph>, json: Value) -> Run {
+    claim_job(pool, graph, KEY, json).await
+}
+
+async fn claim_job(pool: &PgPool, graph: &Arc<TestGraph>, key: &str, mut json: Value) -> Run {
     static RUNS: AtomicU64 = AtomicU64::new(0);
-    json["job_key"] = json!(KEY);
+    json["job_key"] = json!(key);
     let (options, _) = request(json).resolve(900_000).unwrap();
     let token = format!("test-replica/run-{}", RUNS.fetch_add(1, Ordering::SeqCst));
     let mut tx = pool.begin().await.unwrap();
@@ -126,12 +141,12 @@ async fn claim(pool: &PgPool, graph: &Arc<TestGraph>, mut json: Value) -> Run {
         .await
         .unwrap()
         .expect("the job is startable");
-    let run_id = store::insert_run(&mut tx, KEY, "operator", Some(OPERATOR), &token)
+    let run_id = store::insert_run(&mut tx, key, "operator", Some(OPERATOR), &token)
         .await
         .unwrap();
     tx.commit().await.unwrap();
     let lease = Lease {
-        job_key: KEY.into(),
+        job_key: key.into(),
         token,
         run_id,
     };
@@ -187,7 +202,7 @@ impl Run {
                 Step::LostLease => panic!("the lease is lost"),
                 Step::End(end) => {
                     let lease = &self.lease;
-                    store::finish_run(pool, KEY, &lease.token, lease.run_id, &end)
+                    store::finish_run(pool, &lease.job_key, &lease.token, lease.run_id, &end)
                         .await
                         .unwrap()
                         .expect("the lease is held");
@@ -422,4 +437,140 @@ async fn the_retry_pass_gets_half_the_runtime_and_the_scan_still_gets_a_batch(po
     let row = job_row(&pool, KEY).await;
     assert_eq!(row.cursor, 24, "the cursor moved on every run");
     assert_eq!((row.processed, row.failed), (24, 0));
+}
+
+#[sqlx::test]
+async fn a_slow_user_does_not_hold_back_the_users_after_it(pool: PgPool) {
+    add_users(&pool, 1, 40).await;
+    let graph = Arc::new(TestGraph::default());
+    graph.hold(3);
+    let mut options = scan(10);
+    options["concurrency"] = json!(4);
+    let mut run = claim(&pool, &graph, options).await;
+
+    let (step, ()) = tokio::join!(run.step(), async {
+        graph.holding.notified().await;
+        // Lock-step batches would wait here for ever: users 11..=40 belong
+        // to later batches, and user 3 is still in flight.
+        let overtaken: Vec<i64> = (1..=40).filter(|&id| id != 3).collect();
+        let all_written = async {
+            loop {
+                let mut written = graph.written();
+                written.sort_unstable();
+                if written == overtaken {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_written)
+            .await
+            .expect("every other user is written while user 3 is in flight");
+        let row = job_row(&pool, KEY).await;
+        assert_eq!(row.cursor, 0, "no checkpoint passes the slow user");
+        graph.release.notify_one();
+    });
+    assert_eq!(step, Step::Continue);
+    assert_eq!(graph.written().last(), Some(&3), "user 3 answered last");
+    let row = job_row(&pool, KEY).await;
+    assert_eq!(
+        row.cursor, 40,
+        "the checkpoint covers every user once 3 is in"
+    );
+    assert_eq!((row.processed, row.failed, row.run_scanned), (40, 0, 40));
+    assert_eq!(run.finish(&pool).await, RunEnd::Completed);
+}
+
+/// How a randomized run below is ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Stop,
+    RuntimeCap,
+    /// The task is dropped mid-flight, as when the process is killed: no
+    /// final checkpoint, no end written.
+    Kill,
+}
+
+#[sqlx::test]
+async fn a_stop_the_cap_or_a_kill_at_any_moment_leaves_no_unhandled_user_below_the_cursor(
+    pool: PgPool,
+) {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    const USERS: i64 = 4_000;
+    add_users(&pool, 1, USERS).await;
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cut_short = 0;
+    for round in 0..15 {
+        let ending = [Ending::Stop, Ending::RuntimeCap, Ending::Kill][round % 3];
+        let key = format!("window-{round}");
+        let context = format!("seed {seed}, round {round}, {ending:?}");
+        let graph = Arc::new(TestGraph::default());
+        graph.fail(
+            (1..=USERS)
+                .filter(|_| rng.gen_bool(0.03))
+                .collect::<Vec<_>>(),
+        );
+        graph.answer_late((1..=USERS).filter_map(|id| {
+            let roll: f64 = rng.gen();
+            (roll < 0.05).then(|| (id, Duration::from_millis(if roll < 0.005 { 40 } else { 3 })))
+        }));
+        let options = json!({"batch_size": 25, "concurrency": 8, "sleep_ms": 0,
+            "retry_failed_before_cursor": false, "max_runtime_ms": 600_000,
+            "max_consecutive_failures": 1_000});
+        let run = claim_job(&pool, &graph, &key, options).await;
+        let (signals, clock) = (run.signals.clone(), run.clock.clone());
+        let task = tokio::spawn(run.runner.run());
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1..60))).await;
+        match ending {
+            Ending::Stop => signals.stop.cancel(),
+            Ending::RuntimeCap => clock.advance(600_000),
+            Ending::Kill => task.abort(),
+        }
+        let end = task.await;
+        match ending {
+            Ending::Stop => assert_eq!(end.unwrap(), Some(RunEnd::Stopped), "{context}"),
+            Ending::RuntimeCap => assert!(
+                matches!(end.unwrap(), Some(RunEnd::Completed))
+                    || job_row(&pool, &key).await.pause_reason() == Some(PauseReason::MaxRuntime),
+                "{context}"
+            ),
+            Ending::Kill => assert!(end.unwrap_err().is_cancelled(), "{context}"),
+        }
+
+        let row = job_row(&pool, &key).await;
+        let written: HashSet<i64> = graph.written().into_iter().collect();
+        let recorded_failed: HashSet<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM identity_graph_backfill_failures WHERE job_key = $1",
+        )
+        .bind(&key)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        for id in 1..=row.cursor {
+            assert!(
+                written.contains(&id) || recorded_failed.contains(&id),
+                "user {id} is below the cursor {} but neither written nor recorded as failed ({context})",
+                row.cursor
+            );
+        }
+        assert!(
+            recorded_failed.iter().all(|&id| id <= row.cursor),
+            "a failure is recorded only with its checkpoint ({context})"
+        );
+        assert_eq!(
+            row.processed + row.failed,
+            row.cursor,
+            "each user below the cursor is counted once ({context})"
+        );
+        if row.cursor < USERS {
+            cut_short += 1;
+        }
+    }
+    assert!(
+        cut_short >= 5,
+        "most rounds must end mid-run to test anything (seed {seed})"
+    );
 }

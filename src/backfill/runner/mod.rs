@@ -1,16 +1,18 @@
-//! One run of one job: the retry pass over old failures, then batches after
-//! the cursor, bounded concurrency inside a batch, one checkpoint per batch,
-//! and a cooperative halt.
+//! One run of one job: the retry pass over old failures, then the scan after
+//! the cursor, through a sliding window (`window.rs`) that keeps
+//! `concurrency` chunks in flight across batch boundaries, one checkpoint
+//! per batch of the handled prefix, and a cooperative halt.
 //!
-//! `Runner::step` runs exactly one batch, so tests can drive a run
-//! deterministically; `Runner::run` is the loop a tokio task executes.
+//! `Runner::step` moves the window by one batch, so tests can drive a run
+//! step by step; `Runner::run` is the loop a tokio task executes.
+
+mod window;
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
 use super::sinks::{IdentityGraph, GRAPH_REQUEST_SECONDS};
 use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use super::transient::is_transient;
-use futures::StreamExt;
 use sqlx::PgPool;
 use std::sync::{
     atomic::{AtomicU32, Ordering},
@@ -18,10 +20,16 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use window::Window;
 
 /// How long users in flight may finish after a stop or a shutdown before
 /// they are dropped (a hanging Identity Graph must not hold a stop hostage).
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(250);
+
+/// The least a window may reach past a user still in flight (four batches
+/// when that is more): at 40,000 users/s, a user that answers after 200 ms
+/// is overtaken by 8,000 others, and none of them should wait for it.
+const MIN_WINDOW_SPAN: usize = 10_000;
 
 /// Where a runner reads the time: `Instant::now` in production; tests pass a
 /// manual clock to reach the runtime cap or the retry pass's share without
@@ -75,6 +83,10 @@ impl RunSignals {
             _ = self.shutdown.cancelled() => {}
             _ = self.lease_lost.cancelled() => {}
         }
+    }
+
+    fn is_interrupted(&self) -> bool {
+        self.stop.is_cancelled() || self.shutdown.is_cancelled() || self.lease_lost.is_cancelled()
     }
 }
 
@@ -135,6 +147,9 @@ pub struct Runner {
     retried_before_scan: bool,
     /// The saved pass this run continues, or began; `None` once it is done.
     pass: Option<RetryPass>,
+    /// The users of the current phase fetched, in flight or handled since
+    /// the last checkpoint.
+    window: Window,
     streak: Arc<AtomicU32>,
     /// How long to keep trying to record the run's end while the database is away.
     finish_patience: Duration,
@@ -146,6 +161,62 @@ enum Outcome {
     Processed,
     Failed(String),
     Skipped(SkipReason),
+}
+
+/// Syncs a chunk of eligible users (never one that must be skipped) with
+/// one call to the sink, and returns one outcome per user, in order.
+/// Each outcome feeds the failure streak in id order, as if the users had
+/// been written one by one. Failures while retrying old failures do not
+/// feed the streak: a handful of permanently rejected users must not
+/// pause every run before it reaches new users.
+async fn sync_chunk(
+    sink: Option<Arc<dyn IdentityGraph>>,
+    streak: Arc<AtomicU32>,
+    users: Vec<SourceUser>,
+    counts_toward_streak: bool,
+) -> Vec<Outcome> {
+    let Some(sink) = sink else {
+        return users
+            .iter()
+            .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
+            .collect();
+    };
+    let started = Instant::now();
+    let chunk: Vec<&SourceUser> = users.iter().collect();
+    let results = sink.write_users(&chunk).await;
+    let outcome = if results.iter().all(Result::is_ok) {
+        "ok"
+    } else {
+        "failed"
+    };
+    metrics::histogram!(GRAPH_REQUEST_SECONDS, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    let mut results = results.into_iter();
+    users
+        .iter()
+        .map(|user| {
+            let result = results.next().unwrap_or_else(|| {
+                Err(super::sinks::SinkError(format!(
+                    "the Identity Graph adapter returned no outcome for user {}",
+                    user.id
+                )))
+            });
+            match result {
+                Ok(()) => {
+                    if counts_toward_streak {
+                        streak.store(0, Ordering::SeqCst);
+                    }
+                    Outcome::Processed
+                }
+                Err(error) => {
+                    if counts_toward_streak {
+                        streak.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Outcome::Failed(error.0)
+                }
+            }
+        })
+        .collect()
 }
 
 /// When a run started at `now` must end (its runtime cap), and when the retry
@@ -200,6 +271,7 @@ impl Runner {
         };
         let clock: Clock = Arc::new(Instant::now);
         let (deadline, retry_share_ends) = time_limits(&options, clock());
+        let window = Window::after(pass.map_or(position.cursor, |pass| pass.position));
         Self {
             clock,
             deadline,
@@ -213,6 +285,7 @@ impl Runner {
             phase: pass.map_or(Phase::Scan, Phase::RetryFailures),
             retried_before_scan: false,
             pass,
+            window,
             streak: Arc::new(AtomicU32::new(0)),
             finish_patience: Duration::from_secs(10),
         }
@@ -286,193 +359,170 @@ impl Runner {
         }
     }
 
-    /// Syncs a chunk of eligible users (never one that must be skipped) with
-    /// one call to the sink, and returns one outcome per user, in order.
-    /// Each outcome feeds the failure streak in id order, as if the users had
-    /// been written one by one. Failures while retrying old failures do not
-    /// feed the streak: a handful of permanently rejected users must not
-    /// pause every run before it reaches new users.
-    async fn sync_chunk(&self, users: &[&SourceUser], counts_toward_streak: bool) -> Vec<Outcome> {
-        let Some(sink) = &self.sink else {
-            return users
-                .iter()
-                .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
-                .collect();
-        };
-        let started = Instant::now();
-        let results = sink.write_users(users).await;
-        let outcome = if results.iter().all(Result::is_ok) {
-            "ok"
-        } else {
-            "failed"
-        };
-        metrics::histogram!(GRAPH_REQUEST_SECONDS, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        let mut results = results.into_iter();
-        users
-            .iter()
-            .map(|user| {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(super::sinks::SinkError(format!(
-                        "the Identity Graph adapter returned no outcome for user {}",
-                        user.id
-                    )))
-                });
-                match result {
-                    Ok(()) => {
-                        if counts_toward_streak {
-                            self.streak.store(0, Ordering::SeqCst);
-                        }
-                        Outcome::Processed
-                    }
-                    Err(error) => {
-                        if counts_toward_streak {
-                            self.streak.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Outcome::Failed(error.0)
-                    }
-                }
-            })
-            .collect()
+    /// The page after the window's reach: recorded failures in the retry
+    /// pass, source users in the scan.
+    async fn fetch_page(&self) -> Result<Vec<SourceUser>, StepError> {
+        let after = self.window.fetched_through();
+        let batch_size = self.options.batch_size;
+        match self.phase {
+            Phase::RetryFailures(pass) => source::failed_users_after(
+                &self.pool,
+                &self.lease.job_key,
+                after,
+                pass.until,
+                batch_size,
+            )
+            .await
+            .map_err(StepError::at("reading recorded failures")),
+            Phase::Scan => source::users_after(&self.pool, after, batch_size)
+                .await
+                .map_err(StepError::at("reading source users")),
+        }
     }
 
-    /// Syncs a batch. Users that must be skipped never reach the sink; the
-    /// eligible ones go to it in chunks, in id order (one user per chunk for
-    /// the HTTP graph, up to the sink's preferred chunk for the built-in
-    /// one, spread over the run's concurrency), and chunks run with bounded
-    /// concurrency. Users and chunks are started in id order and none is
-    /// started once a halt is due. A stop, a shutdown or a lost lease gives
-    /// the chunks in flight a short grace and then drops them — every user of
-    /// a dropped chunk is unhandled — so only the handled prefix of the batch
-    /// is returned: the checkpoint can never pass a user that was not handled.
-    async fn sync_batch<'u>(&self, users: &'u [SourceUser]) -> Vec<(&'u SourceUser, Outcome)> {
-        let counts_toward_streak = self.phase == Phase::Scan;
+    /// Moves the window until a batch's worth of users is handled, or the
+    /// run cannot go on (a halt, the end of the phase), and returns the
+    /// handled prefix for the checkpoint.
+    ///
+    /// Up to `concurrency` chunks stay in flight across batch boundaries, and
+    /// the next page is fetched while the last chunks of the current one are
+    /// in flight. Users that must be skipped never reach the sink; eligible
+    /// ones go to it in chunks, in id order (one user per chunk for the HTTP
+    /// graph, up to the sink's preferred chunk for the built-in one). No user
+    /// is started once a halt is due. The streak and the runtime cap let the
+    /// chunks in flight finish; a stop, a shutdown or a lost lease gives them
+    /// a short grace and then drops them, and every user of a dropped chunk
+    /// is unhandled — so the prefix, and the checkpoint, stops before it.
+    async fn advance_window(&mut self) -> Result<Vec<(i64, Outcome)>, StepError> {
         let limit = self.options.concurrency.max(1) as usize;
-        let skips: Vec<Option<SkipReason>> = users
-            .iter()
-            .map(|user| classify(user, self.options.dry_run))
-            .collect();
-        let eligible = skips.iter().filter(|skip| skip.is_none()).count();
+        let batch = self.options.batch_size.max(1) as usize;
         let preferred = self.sink.as_ref().map_or(1, |sink| sink.preferred_chunk());
-        let chunk_size = preferred.min(eligible.div_ceil(limit)).max(1);
-
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; users.len()];
-        let record = |outcomes: &mut [Option<Outcome>],
-                      (members, done): (Vec<usize>, Vec<Outcome>)| {
-            for (index, outcome) in members.into_iter().zip(done) {
-                outcomes[index] = Some(outcome);
-            }
-        };
-        let mut next = 0;
+        let chunk_size = preferred.min(batch.div_ceil(limit)).max(1);
+        // Fetch ahead while the chunks in flight could still drain the queue.
+        let fetch_below = limit * chunk_size;
+        // How far past a slow user the window may reach before it waits for
+        // it: bounds the users held in memory, not the run's speed.
+        let max_span = (4 * batch).max(MIN_WINDOW_SPAN);
+        let counts_toward_streak = self.phase == Phase::Scan;
+        let dry_run = self.options.dry_run;
         loop {
-            while next < users.len() && self.may_start_user() {
-                if let Some(reason) = skips[next] {
-                    outcomes[next] = Some(Outcome::Skipped(reason));
-                    next += 1;
-                    continue;
+            if self.signals.is_interrupted() {
+                self.drop_in_flight_after_grace().await;
+                break;
+            }
+            if self.window.handled_prefix() >= batch {
+                break;
+            }
+            while self.window.in_flight() < limit
+                && self.window.span() < max_span
+                && self.window.handled_prefix() < batch
+                && self.may_start_user()
+            {
+                if self.window.unstarted() < fetch_below && !self.window.exhausted() {
+                    let page = self.fetch_page().await?;
+                    self.window.push_page(page);
                 }
-                if in_flight.len() >= limit {
+                if self.window.unstarted() == 0 {
                     break;
                 }
-                // The next `chunk_size` eligible users, and the skipped users
-                // between them, which are handled as the chunk starts.
-                let mut members = Vec::with_capacity(chunk_size);
-                while next < users.len() && members.len() < chunk_size {
-                    match skips[next] {
-                        Some(reason) => outcomes[next] = Some(Outcome::Skipped(reason)),
-                        None => members.push(next),
-                    }
-                    next += 1;
+                let chunk = self
+                    .window
+                    .take_chunk(chunk_size, batch, |user| classify(user, dry_run));
+                if chunk.is_empty() {
+                    continue;
                 }
-                let chunk: Vec<&SourceUser> = members.iter().map(|&index| &users[index]).collect();
-                in_flight.push(async move {
-                    let done = self.sync_chunk(&chunk, counts_toward_streak).await;
-                    (members, done)
-                });
+                let (seqs, users): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+                let write = sync_chunk(
+                    self.sink.clone(),
+                    self.streak.clone(),
+                    users,
+                    counts_toward_streak,
+                );
+                self.window.spawn(seqs, write);
             }
-            if in_flight.is_empty() {
+            if self.window.in_flight() == 0 {
                 break;
             }
             tokio::select! {
-                done = in_flight.next() => {
-                    if let Some(done) = done {
-                        record(&mut outcomes, done);
-                    }
-                }
-                _ = self.signals.interrupted() => {
-                    if !self.signals.lease_lost.is_cancelled() {
-                        let grace = tokio::time::sleep(IN_FLIGHT_GRACE);
-                        tokio::pin!(grace);
-                        loop {
-                            tokio::select! {
-                                done = in_flight.next() => match done {
-                                    Some(done) => record(&mut outcomes, done),
-                                    None => break,
-                                },
-                                _ = &mut grace => break,
-                            }
-                        }
-                    }
-                    break;
-                }
+                () = self.window.next_done() => {}
+                () = self.signals.interrupted() => {}
             }
         }
-        drop(in_flight);
-        users
-            .iter()
-            .zip(outcomes)
-            .map_while(|(user, outcome)| outcome.map(|outcome| (user, outcome)))
-            .collect()
+        Ok(self.window.take_prefix())
     }
 
-    /// Runs one batch: fetch, sync, checkpoint. The "one step" of the loop.
+    /// After a stop or a shutdown, users in flight get a short grace (none
+    /// after a lost lease: another run owns the job); the rest are dropped.
+    async fn drop_in_flight_after_grace(&mut self) {
+        if !self.signals.lease_lost.is_cancelled() {
+            let window = &mut self.window;
+            let _ = tokio::time::timeout(IN_FLIGHT_GRACE, async {
+                while window.in_flight() > 0 {
+                    window.next_done().await;
+                }
+            })
+            .await;
+        }
+        self.window.abort_in_flight();
+    }
+
+    /// Starts a phase with an empty window at its saved position.
+    fn enter_phase(&mut self, phase: Phase) {
+        self.window.abort_in_flight();
+        self.window = Window::after(match phase {
+            Phase::RetryFailures(pass) => pass.position,
+            Phase::Scan => self.cursor,
+        });
+        self.phase = phase;
+    }
+
+    /// Moves the window by one batch and checkpoints it. The "one step" of
+    /// the loop: users in flight at its end keep going into the next step.
     pub async fn step(&mut self) -> Result<Step, StepError> {
-        if matches!(self.phase, Phase::RetryFailures(_)) && self.retry_share_used() {
+        if matches!(self.phase, Phase::RetryFailures(_))
+            && self.retry_share_used()
+            && self.window.is_idle()
+        {
             // This run's share of the retry pass is used up; the pass stays
             // saved where it is and the scan takes over.
-            self.phase = Phase::Scan;
+            self.enter_phase(Phase::Scan);
         }
-        if let Some(halt) = self.halt() {
-            return Ok(Step::End(self.end_for(halt)));
+        if self.window.is_idle() {
+            if let Some(halt) = self.halt() {
+                return Ok(Step::End(self.end_for(halt)));
+            }
         }
         let key = self.lease.job_key.clone();
-        let batch_size = self.options.batch_size;
-        let users = match self.phase {
-            Phase::RetryFailures(pass) => {
-                source::failed_users_after(&self.pool, &key, pass.position, pass.until, batch_size)
-                    .await
-                    .map_err(StepError::at("reading recorded failures"))?
+        let handled = self.advance_window().await?;
+        if handled.is_empty() {
+            if let Some(halt) = self.halt() {
+                return Ok(Step::End(self.end_for(halt)));
             }
-            Phase::Scan => source::users_after(&self.pool, self.cursor, batch_size)
-                .await
-                .map_err(StepError::at("reading source users"))?,
-        };
-        if users.is_empty() {
-            return self.phase_exhausted().await;
+            if self.window.is_done() {
+                return self.phase_exhausted().await;
+            }
+            return Ok(Step::Continue);
         }
 
-        let retrying = matches!(self.phase, Phase::RetryFailures(_));
-        if retrying {
+        if matches!(self.phase, Phase::RetryFailures(_)) {
             self.retried_before_scan = true;
         }
-        let handled = self.sync_batch(&users).await;
         let mut batch = Checkpoint {
             scanned: handled.len() as i64,
             ..Default::default()
         };
-        for (user, outcome) in &handled {
+        for (user_id, outcome) in &handled {
             match outcome {
                 Outcome::Processed => {
                     batch.processed += 1;
                     batch.run.processed += 1;
-                    batch.resolved.push(user.id);
+                    batch.resolved.push(*user_id);
                 }
                 Outcome::Failed(error) => {
                     batch.failed += 1;
                     batch.run.failed += 1;
-                    batch.last_error = Some(format!("user {}: {error}", user.id));
-                    batch.failures.push((user.id, error.clone()));
+                    batch.last_error = Some(format!("user {user_id}: {error}"));
+                    batch.failures.push((*user_id, error.clone()));
                 }
                 Outcome::Skipped(reason) => {
                     batch.run.skipped += 1;
@@ -483,12 +533,12 @@ impl Runner {
                         SkipReason::NoIdentifiers => counts.no_identifiers += 1,
                     }
                     if *reason != SkipReason::DryRun {
-                        batch.resolved.push(user.id);
+                        batch.resolved.push(*user_id);
                     }
                 }
             }
         }
-        let last_handled = handled.last().map(|(user, _)| user.id);
+        let last_handled = handled.last().map(|(user_id, _)| *user_id);
         match self.phase {
             Phase::RetryFailures(pass) => {
                 // A retried user was already counted as failed: move it, do not count it twice.
@@ -554,7 +604,7 @@ impl Runner {
                 Ok(match self.options.mode {
                     Mode::FailedOnly => Step::End(RunEnd::Completed),
                     Mode::Full => {
-                        self.phase = Phase::Scan;
+                        self.enter_phase(Phase::Scan);
                         Step::Continue
                     }
                 })
@@ -563,7 +613,7 @@ impl Runner {
                 // The scan is done before the pass: finish the pass, with no
                 // time share to keep, then complete.
                 Some(pass) if (self.clock)() < self.deadline => {
-                    self.phase = Phase::RetryFailures(pass);
+                    self.enter_phase(Phase::RetryFailures(pass));
                     self.retry_share_ends = None;
                     Ok(Step::Continue)
                 }
@@ -593,7 +643,13 @@ impl Runner {
     pub async fn run(mut self) -> Option<RunEnd> {
         let key = self.lease.job_key.clone();
         let end = loop {
-            match self.step().await {
+            let step = self.step().await;
+            if !matches!(step, Ok(Step::Continue)) {
+                // Nothing written after the run's end: its chunks in flight
+                // are unhandled, and the next run writes them again.
+                self.window.abort_in_flight();
+            }
+            match step {
                 Ok(Step::Continue) => self.pace().await,
                 Ok(Step::End(end)) => break end,
                 Ok(Step::LostLease) => return self.exit_after_lost_lease().await,
