@@ -302,8 +302,8 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(bad_number.variable, "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS");
-        let no_threads = config(&[("DATABASE_URL", "postgres://x/y"), ("ENGINE_THREADS", "0")])
-            .unwrap_err();
+        let no_threads =
+            config(&[("DATABASE_URL", "postgres://x/y"), ("ENGINE_THREADS", "0")]).unwrap_err();
         assert_eq!(no_threads.variable, "ENGINE_THREADS");
         let bad_proxy = config(&[
             ("DATABASE_URL", "postgres://x/y"),

@@ -19,11 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// An engine writing to the built-in graph, with its work on `runtime`.
-async fn engine_on(
-    pool: &PgPool,
-    runtime: &EngineRuntime,
-    shutdown: &CancellationToken,
-) -> Engine {
+async fn engine_on(pool: &PgPool, runtime: &EngineRuntime, shutdown: &CancellationToken) -> Engine {
     let vars = [
         ("DATABASE_URL", database_url(pool)),
         ("IDENTITY_GRAPH_SINK", "postgres".to_string()),

@@ -74,12 +74,11 @@ impl Engine {
 
     /// One watchdog pass: interrupt expired leases, then resume what may be resumed.
     pub async fn watchdog_tick(&self) -> Result<Vec<String>, sqlx::Error> {
-        let interrupted =
-            store::interrupt_expired_leases(
-                &self.inner.executor.pool,
-                self.inner.settings.lease_ttl,
-            )
-                .await?;
+        let interrupted = store::interrupt_expired_leases(
+            &self.inner.executor.pool,
+            self.inner.settings.lease_ttl,
+        )
+        .await?;
         for key in &interrupted {
             tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
         }

@@ -214,7 +214,9 @@ async fn spawn_replica(
         .map_or(true, |r| !r.status().is_success())
     {
         if Instant::now() > deadline {
-            return Err(format!("the {name} replica did not answer /healthz in 60 s"));
+            return Err(format!(
+                "the {name} replica did not answer /healthz in 60 s"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -368,8 +370,13 @@ pub(super) async fn figures(
 
     if !args.skip_tail {
         let (graph, graph_url) = spawn_graph("tail").await?;
-        let (replica, console) =
-            spawn_replica("tail", database_url, http_connections, &http_sink(&graph_url)).await?;
+        let (replica, console) = spawn_replica(
+            "tail",
+            database_url,
+            http_connections,
+            &http_sink(&graph_url),
+        )
+        .await?;
         println!(
             "(3) HTTP graph with a tail (1% of users answered after {} ms, 1% answered 500 once and then 2xx), concurrency {concurrency}:",
             SLOW_ANSWER.as_millis()
@@ -433,8 +440,10 @@ pub(super) async fn figures(
             .await?;
         let keys = [BUILT_IN_KEY, HTTP_KEY];
         let rows = async || job_rows(pool, keys).await;
-        let both_running =
-            |rows: &[store::JobRow; 2]| rows.iter().all(|row| row.status() == Some(JobStatus::Running));
+        let both_running = |rows: &[store::JobRow; 2]| {
+            rows.iter()
+                .all(|row| row.status() == Some(JobStatus::Running))
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let at_start = loop {
             let now = rows().await?;
@@ -444,12 +453,16 @@ pub(super) async fn figures(
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let load_started = Instant::now();
-        let loaded = sample_consoles(&consoles, seconds, async || Ok(both_running(&rows().await?)))
-            .await?;
+        let loaded = sample_consoles(&consoles, seconds, async || {
+            Ok(both_running(&rows().await?))
+        })
+        .await?;
         let load_seconds = load_started.elapsed().as_secs_f64();
         let at_end = rows().await?;
         for key in keys {
-            built_in_console.call("stop", json!({"job_key": key})).await?;
+            built_in_console
+                .call("stop", json!({"job_key": key}))
+                .await?;
         }
         for (console, latencies) in consoles.iter().zip(&loaded) {
             print_latencies("under load", console, latencies);
