@@ -187,6 +187,14 @@ pub async fn serve(
     println!("Identity Graph Backfill is listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let signal = shutdown.clone();
+    // The console's page is streamed in several writes (the shell, then each
+    // Suspense boundary); with Nagle's algorithm on, a later small write waits
+    // for the client's delayed ACK of the first, about 40 ms per page.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY on a connection: {error}");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
