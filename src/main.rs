@@ -8,12 +8,29 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // One runtime thread. Leptos 0.8's reactive graph can deadlock when a
-    // resource resolves on one worker while another renders the same
-    // Suspense boundary (leptos-rs/leptos#4673, #4851); we caught exactly that
-    // lock inversion in gdb under the end-to-end suite. The work here is
-    // I/O-bound and argon2 runs on the blocking pool, so one thread costs little.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    use identity_graph_backfill::server::{cli, runtime::EngineRuntime, Config};
+    // The engine's runs, heartbeats and watchdog get a runtime of their own,
+    // with ENGINE_THREADS workers (src/server/runtime.rs), so runs at full
+    // speed neither slow the console nor are capped by its one thread.
+    let engine_runtime = match Config::engine_threads_from_env().map_err(|e| e.to_string()) {
+        Ok(threads) => EngineRuntime::start(threads)
+            .map_err(|e| format!("could not start the engine's runtime: {e}")),
+        Err(message) => Err(message),
+    };
+    let engine_runtime = match engine_runtime {
+        Ok(runtime) => runtime,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // The console: one runtime thread. Leptos 0.8's reactive graph can
+    // deadlock when a resource resolves on one worker while another renders
+    // the same Suspense boundary (leptos-rs/leptos#4673, #4851); we caught
+    // exactly that lock inversion in gdb under the end-to-end suite. Requests
+    // are I/O-bound and argon2 runs on the blocking pool, so one thread costs
+    // little once runs are elsewhere.
+    let console_runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -23,7 +40,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(identity_graph_backfill::server::cli::run()) {
+    let outcome = console_runtime.block_on(cli::run(engine_runtime.handle()));
+    drop(console_runtime);
+    // `serve` has already waited for runs to checkpoint; what is left is idle.
+    engine_runtime.shutdown(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");

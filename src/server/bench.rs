@@ -6,9 +6,21 @@
 //! concurrency 1, 8 and 32; (d) that server's own capacity at concurrency 32;
 //! (e) a real run of every user into the built-in Postgres graph, whose
 //! tables are still empty and never analyzed, as on a fresh database.
+//! In-process runs use the engine's runtime, as `serve` does.
+//!
+//! Then, with real `serve` processes and a graph process (`bench-graph`),
+//! all children of this one: (2) a run against the graph process beside its
+//! capacity under a plain load loop; (3) a run against a graph with a tail
+//! (1% slow, 1% failing once) beside the bound Little's law gives; (4) the
+//! console's latency, idle and during two runs at full speed, one per sink.
 
 use super::config::Config;
-use crate::backfill::{domain::*, engine::Engine, source, store};
+use super::runtime::open_executor;
+use crate::backfill::{
+    domain::*,
+    engine::{Engine, RunExecutor},
+    source, store,
+};
 use axum::{routing::put, Router};
 use sqlx::PgPool;
 use std::{
@@ -19,6 +31,8 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio_util::sync::CancellationToken;
+
+mod processes;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -40,6 +54,18 @@ pub struct BenchArgs {
     /// Skip (e), the built-in graph.
     #[arg(long)]
     skip_built_in_graph: bool,
+    /// Concurrency of the runs and the load loop of (2), (3) and (4)'s HTTP run.
+    #[arg(long, default_value_t = 32)]
+    http_concurrency: i64,
+    /// Skip (2), the run against the graph process and its capacity.
+    #[arg(long)]
+    skip_http_graph: bool,
+    /// Skip (3), the run against the graph with a tail.
+    #[arg(long)]
+    skip_tail: bool,
+    /// Skip (4), the console's latency.
+    #[arg(long)]
+    skip_console: bool,
 }
 
 /// The graph tables, whose sequential scans (e) reports.
@@ -116,16 +142,21 @@ async fn fresh_database(base_url: &str) -> Result<(PgPool, String, String), Stri
     Ok((pool, name, url))
 }
 
-fn engine(pool: &PgPool, sink: &[(&str, String)]) -> Result<Engine, String> {
+fn engine(
+    pool: &PgPool,
+    executor: &RunExecutor,
+    sink: &[(&str, String)],
+) -> Result<Engine, String> {
     let mut vars: Vec<(String, String)> =
         vec![("DATABASE_URL".into(), "postgres://bench/unused".into())];
     vars.extend(sink.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let config =
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
             .map_err(|e| e.to_string())?;
-    Ok(super::http::build_engine(
+    Ok(super::http::build_engine_on(
         &config,
         pool.clone(),
+        executor.clone(),
         CancellationToken::new(),
     ))
 }
@@ -142,16 +173,22 @@ async fn timed_run(
         .start(&request, "bench")
         .await
         .map_err(|e| e.to_string())?;
-    let key = response.job.job_key;
+    let (row, seconds) = wait_for_run_end(pool, &response.job.job_key).await?;
+    Ok((row.run_scanned, seconds))
+}
+
+/// Waits for the job to leave `running`; returns its row and how long its
+/// latest run took.
+async fn wait_for_run_end(pool: &PgPool, key: &str) -> Result<(store::JobRow, f64), String> {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let row = store::get_job(pool, &key)
+        let row = store::get_job(pool, key)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("job vanished")?;
         if !row.status().is_some_and(JobStatus::is_active) {
-            let seconds = run_seconds(pool, &key).await?;
-            return Ok((row.run_scanned, seconds));
+            let seconds = run_seconds(pool, key).await?;
+            return Ok((row, seconds));
         }
     }
 }
@@ -258,6 +295,7 @@ fn time_at(samples: &[(f64, i64)], target: i64) -> f64 {
 async fn built_in_graph_run(
     pool: &PgPool,
     url: &str,
+    runtime: &tokio::runtime::Handle,
     batch: i64,
     concurrency: i64,
 ) -> Result<GraphFigures, String> {
@@ -274,10 +312,14 @@ async fn built_in_graph_run(
         return Err("the built-in graph is not empty".into());
     }
     let before = graph_scans(&mut stats).await?;
-    let run_pool = super::database::connect(url, 40)
+    let executor = open_executor(runtime, url, 40)
         .await
         .map_err(|e| e.to_string())?;
-    let graph = engine(&run_pool, &[("IDENTITY_GRAPH_SINK", "postgres".into())])?;
+    let graph = engine(
+        pool,
+        &executor,
+        &[("IDENTITY_GRAPH_SINK", "postgres".into())],
+    )?;
     let started = Instant::now();
     let response = graph
         .start(
@@ -332,7 +374,7 @@ async fn built_in_graph_run(
         window as f64 / (time_at(&samples, users) - time_at(&samples, users - window)).max(1e-9);
 
     drop(graph);
-    run_pool.close().await;
+    executor.pool.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = graph_scans(&mut stats).await?;
     let scans = GRAPH_TABLES
@@ -358,10 +400,31 @@ async fn built_in_graph_run(
     })
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), String> {
+pub async fn run(args: BenchArgs, runtime: &tokio::runtime::Handle) -> Result<(), String> {
     let base = Config::from_env().map_err(|e| e.to_string())?;
     let (pool, name, url) = fresh_database(&base.database_url).await?;
     println!("benchmark database {name}");
+    let result = measure(&args, runtime, &pool, &url).await;
+    pool.close().await;
+    let admin = super::database::connect(&base.database_url, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    result
+}
+
+async fn measure(
+    args: &BenchArgs,
+    runtime: &tokio::runtime::Handle,
+    pool: &PgPool,
+    url: &str,
+) -> Result<(), String> {
+    let pool = pool.clone();
+    let executor = open_executor(runtime, url, 40)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let seeded = Instant::now();
     super::seed::seed_demo_users(&pool, args.users)
@@ -391,7 +454,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     );
 
     // (a) a dry run through the engine, with memory sampled.
-    let dry = engine(&pool, &[])?;
+    let dry = engine(&pool, &executor, &[])?;
     let rss_before = rss_kib("VmRSS:");
     let (done, peak) = sample_peak_rss();
     let (handled, seconds) = timed_run(
@@ -428,6 +491,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let graph_url = loopback_graph().await?;
         let http = engine(
             &pool,
+            &executor,
             &[
                 ("IDENTITY_GRAPH_SINK", "http".into()),
                 ("IDENTITY_GRAPH_URL", graph_url.clone()),
@@ -464,10 +528,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         http_figures = Some((rate_at_32, capacity));
     }
 
+    // (e) opens a pool of its own; leave Postgres the connections for it.
+    drop(dry);
+    executor.pool.close().await;
+
     // (e) a real run into the built-in graph.
     let mut graph_figures = None;
     if !args.skip_built_in_graph {
-        let figures = built_in_graph_run(&pool, &url, batch, args.concurrency).await?;
+        let figures = built_in_graph_run(&pool, url, runtime, batch, args.concurrency).await?;
         let rate = figures.users as f64 / figures.seconds;
         println!(
             "(e) built-in graph, batch {batch}, concurrency {}: {rate:>9.0} users/s  ({} users in {:.1}s)",
@@ -541,13 +609,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         rss_kib("VmHWM:")
     );
 
-    drop(dry);
-    pool.close().await;
-    let admin = super::database::connect(&base.database_url, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    if !(args.skip_http_graph && args.skip_tail && args.skip_console) {
+        println!();
+        processes::figures(args, runtime, &pool, url, batch).await?;
+    }
     Ok(())
 }

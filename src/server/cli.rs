@@ -43,6 +43,9 @@ enum Command {
     },
     /// Measure throughput on a fresh database (see README, "Benchmarks").
     Bench(super::bench::BenchArgs),
+    /// The benchmark's Identity Graph, a process of its own (`bench` starts it).
+    #[command(hide = true)]
+    BenchGraph(super::bench_graph::BenchGraphArgs),
 }
 
 #[derive(Subcommand)]
@@ -56,12 +59,16 @@ enum AdminCommand {
     List,
 }
 
-pub async fn run() -> Result<(), String> {
+/// Runs the command line's command on the caller's runtime; `engine_runtime`
+/// is where `serve`'s runs go (see `server::runtime`).
+pub async fn run(engine_runtime: &tokio::runtime::Handle) -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = Config::from_env().map_err(|e| e.to_string())?;
-            http::serve(config).await.map_err(|e| e.to_string())
+            http::serve(config, engine_runtime)
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::Migrate => {
             let pool = connect().await?;
@@ -87,7 +94,8 @@ pub async fn run() -> Result<(), String> {
             users,
             credentials_file,
         } => demo_setup(users, &credentials_file).await,
-        Command::Bench(args) => super::bench::run(args).await,
+        Command::Bench(args) => super::bench::run(args, engine_runtime).await,
+        Command::BenchGraph(args) => super::bench_graph::run(args, engine_runtime).await,
     }
 }
 

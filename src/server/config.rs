@@ -27,7 +27,11 @@ pub struct Config {
     pub database_url: String,
     pub site_addr: SocketAddr,
     pub site_root: PathBuf,
+    /// `DATABASE_MAX_CONNECTIONS`: the size of each of the two pools, the
+    /// console's and the engine's.
     pub database_max_connections: u32,
+    /// `ENGINE_THREADS`: worker threads of the engine's runtime.
+    pub engine_threads: usize,
     /// `METRICS_ADDR`: where `/metrics` listens; off when unset.
     pub metrics_addr: Option<SocketAddr>,
     pub sink: SinkConfig,
@@ -42,12 +46,15 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// `ENGINE_THREADS` alone: `main.rs` starts the engine's runtime before
+    /// it knows which command runs, and most commands need nothing else.
+    pub fn engine_threads_from_env() -> Result<usize, ConfigError> {
+        let _ = dotenvy::dotenv();
+        engine_threads(&trimmed(|name| std::env::var(name).ok()))
+    }
+
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = trimmed(lookup);
 
         let database_url = get("DATABASE_URL").ok_or_else(|| ConfigError {
             variable: "DATABASE_URL",
@@ -138,6 +145,7 @@ impl Config {
             site_root,
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
+            engine_threads: engine_threads(&get)?,
             metrics_addr,
             sink,
             engine: EngineSettings {
@@ -192,6 +200,21 @@ impl Config {
             },
         })
     }
+}
+
+/// A lookup that treats a blank value as unset.
+fn trimmed(lookup: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        lookup(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Two workers by default: enough for two runs at full speed beside the
+/// console's thread on a small machine; more only helps with more cores.
+fn engine_threads(get: &impl Fn(&str) -> Option<String>) -> Result<usize, ConfigError> {
+    Ok(parse_number(get, "ENGINE_THREADS", 2, 1, 64)? as usize)
 }
 
 fn parse_number(
@@ -252,6 +275,7 @@ mod tests {
         assert_eq!(config.engine.watchdog_interval, Duration::from_secs(300));
         assert_eq!(config.engine.lease_ttl, Duration::from_secs(30));
         assert_eq!(config.engine.ui_runtime_cap_ms, 900_000);
+        assert_eq!(config.engine_threads, 2);
         assert_eq!(config.sink, SinkConfig::NotConfigured);
         assert!(config.access.trusted_proxies.is_empty());
     }
@@ -278,6 +302,9 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(bad_number.variable, "IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS");
+        let no_threads =
+            config(&[("DATABASE_URL", "postgres://x/y"), ("ENGINE_THREADS", "0")]).unwrap_err();
+        assert_eq!(no_threads.variable, "ENGINE_THREADS");
         let bad_proxy = config(&[
             ("DATABASE_URL", "postgres://x/y"),
             ("TRUSTED_PROXY", "127.0.0.1, proxy.local"),

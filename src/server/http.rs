@@ -5,7 +5,10 @@ use super::{config::Config, database, AppState};
 use crate::{
     access::ssr::{session_admin, AccessState},
     app::{shell, App},
-    backfill::{engine::Engine, sinks},
+    backfill::{
+        engine::{Engine, RunExecutor},
+        sinks,
+    },
     error::{AppError, ErrorCode},
     request_context::{new_request_id, REQUEST_ID_HEADER},
 };
@@ -56,8 +59,21 @@ pub fn build_leptos_options(config: &Config) -> LeptosOptions {
 }
 
 /// Builds the shared state on a migrated pool, with the background work (the
-/// engine's watchdog, the access housekeeping) started under `shutdown`.
+/// engine's watchdog, the access housekeeping) started under `shutdown`, and
+/// the engine on the caller's runtime and pool.
 pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> AppState {
+    let executor = RunExecutor::current(pool.clone());
+    build_state_on(config, pool, executor, shutdown)
+}
+
+/// [`build_state`] with the engine's work on `executor` (the server's engine
+/// runtime).
+pub fn build_state_on(
+    config: Config,
+    pool: sqlx::PgPool,
+    executor: RunExecutor,
+    shutdown: CancellationToken,
+) -> AppState {
     tracing::info!(sink = ?config.sink, "configuration loaded");
     let access = AccessState {
         pool: pool.clone(),
@@ -76,7 +92,7 @@ pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationTok
         access.settings.clone(),
         shutdown.clone(),
     );
-    let engine = build_engine(&config, pool.clone(), shutdown);
+    let engine = build_engine_on(&config, pool.clone(), executor, shutdown);
     engine.start_watchdog();
     AppState {
         leptos_options: build_leptos_options(&config),
@@ -86,10 +102,23 @@ pub fn build_state(config: Config, pool: sqlx::PgPool, shutdown: CancellationTok
     }
 }
 
-/// The engine with the configured Identity Graph; its watchdog not started.
+/// The engine with the configured Identity Graph, all on the caller's
+/// runtime and pool; its watchdog not started.
 pub fn build_engine(config: &Config, pool: sqlx::PgPool, shutdown: CancellationToken) -> Engine {
-    let sink = sinks::from_config(&config.sink, &pool);
-    Engine::new(pool, config.engine.clone(), sink, shutdown)
+    let executor = RunExecutor::current(pool.clone());
+    build_engine_on(config, pool, executor, shutdown)
+}
+
+/// [`build_engine`] with runs, heartbeats and the watchdog on `executor`.
+/// The built-in graph writes through `executor`'s pool, since runs call it.
+pub fn build_engine_on(
+    config: &Config,
+    pool: sqlx::PgPool,
+    executor: RunExecutor,
+    shutdown: CancellationToken,
+) -> Engine {
+    let sink = sinks::from_config(&config.sink, &executor.pool);
+    Engine::new(pool, executor, config.engine.clone(), sink, shutdown)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -120,7 +149,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until SIGINT/SIGTERM, then lets running jobs checkpoint and pause.
-pub async fn serve(config: Config) -> Result<(), StartupError> {
+/// The console runs on the caller's (current-thread) runtime; the engine's
+/// work on `engine_runtime`, with a pool of its own opened there.
+pub async fn serve(
+    config: Config,
+    engine_runtime: &tokio::runtime::Handle,
+) -> Result<(), StartupError> {
     let shutdown = CancellationToken::new();
     let addr = config.site_addr;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -128,6 +162,12 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map_err(|cause| StartupError::Bind { addr, cause })?;
     let pool = database::connect(&config.database_url, config.database_max_connections).await?;
     database::migrate(&pool).await?;
+    let executor = super::runtime::open_executor(
+        engine_runtime,
+        &config.database_url,
+        config.database_max_connections,
+    )
+    .await?;
     if let Some(metrics_addr) = config.metrics_addr {
         let bound = super::metrics::spawn(metrics_addr, pool.clone(), shutdown.clone())
             .await
@@ -137,12 +177,24 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             })?;
         println!("Metrics are served on http://{bound}/metrics");
     }
-    let state = build_state(config, pool, shutdown.clone());
+    tracing::info!(
+        engine_threads = config.engine_threads,
+        "runs use the engine's runtime"
+    );
+    let state = build_state_on(config, pool, executor, shutdown.clone());
     let engine = state.engine.clone();
     let app = router(state);
     println!("Identity Graph Backfill is listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let signal = shutdown.clone();
+    // The console's page is streamed in several writes (the shell, then each
+    // Suspense boundary); with Nagle's algorithm on, a later small write waits
+    // for the client's delayed ACK of the first, about 40 ms per page.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY on a connection: {error}");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -159,7 +211,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -3,11 +3,13 @@
 //! subcommands. Nothing below imports from here (see ARCHITECTURE.md).
 
 pub mod bench;
+pub mod bench_graph;
 pub mod cli;
 pub mod config;
 pub mod database;
 pub mod http;
 pub mod metrics;
+pub mod runtime;
 pub mod seed;
 
 use crate::access::ssr::AccessState;

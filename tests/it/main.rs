@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `runner` | one run's semantics, driven batch by batch with `Runner::step` and a test graph |
 //! | `engine` | runs as an operator starts, stops, resumes and rehearses them |
+//! | `engine_runtime` | the engine on a runtime of its own, as `serve` runs it |
 //! | `http_sink` | what the HTTP Identity Graph's answers do to users |
 //! | `lease` | replicas, leases, shutdown, database trouble, the real binary under SIGTERM |
 //! | `built_in_graph` | the Postgres identity graph |
@@ -27,6 +28,7 @@ mod admin_cli;
 mod api;
 mod built_in_graph;
 mod engine;
+mod engine_runtime;
 mod graph_batch;
 mod http_sink;
 mod layers;

@@ -46,7 +46,7 @@ impl Engine {
         lease: Lease,
         signals: RunSignals,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let pool = self.inner.pool.clone();
+        let pool = self.inner.executor.pool.clone();
         let (poll_every, renew_every) = self.heartbeat_cadence();
         let fence_after = self.inner.settings.lease_ttl / 2;
         async move {

@@ -6,6 +6,13 @@
 //!
 //! Postgres coordinates the replicas; the engine only knows about the runs
 //! in its own process.
+//!
+//! The engine's own work — runs, their heartbeats, the watchdog — runs on the
+//! runtime a [`RunExecutor`] names, with that executor's pool; the API's
+//! queries (`start`'s claim, `stop`, `list`, `detail`) use the pool of the
+//! caller's runtime. The server gives the engine a multi-thread runtime of its
+//! own, so runs at full speed do not queue behind page renders on the
+//! console's single thread, nor the console behind them.
 
 mod lease;
 mod watchdog;
@@ -37,6 +44,33 @@ pub struct EngineSettings {
     pub ui_runtime_cap_ms: u64,
 }
 
+/// Where the engine's background work runs, and the pool it uses there.
+///
+/// A tokio socket is driven by the reactor of the runtime that opened it, and
+/// sqlx opens a pool's connections inside whichever task acquires one. So the
+/// pool given here must be opened on `handle`'s runtime and used only by the
+/// engine's tasks; otherwise every query of a run would wait for the other
+/// runtime's thread to poll its socket.
+#[derive(Clone)]
+pub struct RunExecutor {
+    pub handle: tokio::runtime::Handle,
+    pub pool: PgPool,
+}
+
+impl RunExecutor {
+    /// Everything on the caller's runtime, with one pool: what tests and
+    /// tools that need no separate runtime use.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn current(pool: PgPool) -> Self {
+        Self {
+            handle: tokio::runtime::Handle::current(),
+            pool,
+        }
+    }
+}
+
 struct LiveRun {
     run_id: i64,
     signals: RunSignals,
@@ -46,7 +80,10 @@ struct LiveRun {
 }
 
 struct Inner {
+    /// For the API's queries, on the caller's runtime.
     pool: PgPool,
+    /// Runs, heartbeats and the watchdog: spawned on its runtime, querying its pool.
+    executor: RunExecutor,
     settings: EngineSettings,
     sink: Option<Arc<dyn IdentityGraph>>,
     replica_id: String,
@@ -65,9 +102,11 @@ pub struct Engine {
 
 impl Engine {
     /// `sink` is `None` when no Identity Graph is configured: real runs are
-    /// refused and the watchdog resumes nothing.
+    /// refused and the watchdog resumes nothing. A sink that holds a pool
+    /// (the built-in graph) should hold `executor`'s, since runs call it.
     pub fn new(
         pool: PgPool,
+        executor: RunExecutor,
         settings: EngineSettings,
         sink: Option<Arc<dyn IdentityGraph>>,
         shutdown: CancellationToken,
@@ -75,6 +114,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                executor,
                 settings,
                 sink,
                 replica_id: lease::replica_id(),
@@ -319,7 +359,7 @@ impl Engine {
             }),
         };
         let runner = Runner::new(
-            self.inner.pool.clone(),
+            self.inner.executor.pool.clone(),
             self.inner.sink.clone(),
             options,
             lease.clone(),
@@ -336,7 +376,7 @@ impl Engine {
         // Holding the lock across spawn + insert means the task's own removal
         // (which takes the lock) cannot run before the entry exists.
         let mut live = self.inner.live.lock().expect("live map lock");
-        let handle = self.inner.tasks.spawn(
+        let handle = self.inner.tasks.spawn_on(
             async move {
                 let done_guard = done_on_exit.drop_guard();
                 let end = tokio::select! {
@@ -361,6 +401,7 @@ impl Engine {
                 }
             }
             .instrument(span),
+            &self.inner.executor.handle,
         );
         live.insert(
             key,

@@ -22,7 +22,7 @@ impl Engine {
         }
         self.retire_local_run(job_key).await;
         let token = self.new_lease_token();
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = self.inner.executor.pool.begin().await?;
         let Some(row) = store::claim_for_resume(&mut tx, job_key, &token).await? else {
             tx.rollback().await?;
             return Ok(false);
@@ -74,9 +74,11 @@ impl Engine {
 
     /// One watchdog pass: interrupt expired leases, then resume what may be resumed.
     pub async fn watchdog_tick(&self) -> Result<Vec<String>, sqlx::Error> {
-        let interrupted =
-            store::interrupt_expired_leases(&self.inner.pool, self.inner.settings.lease_ttl)
-                .await?;
+        let interrupted = store::interrupt_expired_leases(
+            &self.inner.executor.pool,
+            self.inner.settings.lease_ttl,
+        )
+        .await?;
         for key in &interrupted {
             tracing::warn!(job_key = %key, "lease expired: run marked interrupted");
         }
@@ -87,7 +89,7 @@ impl Engine {
             tokio::time::sleep(poll_every * 2).await;
         }
         let mut resumed = Vec::new();
-        for key in store::resumable_job_keys(&self.inner.pool).await? {
+        for key in store::resumable_job_keys(&self.inner.executor.pool).await? {
             if self.inner.shutdown.is_cancelled() {
                 break;
             }
@@ -104,7 +106,7 @@ impl Engine {
         let engine = self.clone();
         let interval = self.inner.settings.watchdog_interval;
         let shutdown = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(
+        self.inner.tasks.spawn_on(
             async move {
                 loop {
                     if let Err(error) = engine.watchdog_tick().await {
@@ -118,6 +120,7 @@ impl Engine {
                 }
             }
             .instrument(tracing::info_span!("watchdog")),
+            &self.inner.executor.handle,
         );
     }
 }
