@@ -4,13 +4,12 @@ use crate::access::{AdminIdentity, LoginPage, SignOutButton};
 use crate::console::{ConsolePage, IntoSyncAny, JobDetailPage};
 use crate::reporting::ReportingPage;
 use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
-    components::{FlatRoutes, Route, Router, A},
+    components::{Route, Router, Routes, A},
     path,
 };
 
-/// The document around [`App`]; rendered only on the server.
-#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
         <!DOCTYPE html>
@@ -22,7 +21,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
-                <leptos_meta::MetaTags />
+                <MetaTags />
             </head>
             <body>
                 <App />
@@ -33,16 +32,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 #[component]
 pub fn App() -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    leptos_meta::provide_meta_context();
+    provide_meta_context();
     view! {
-        <DocumentStylesheet />
-        <DocumentTitle />
+        <Stylesheet id="leptos" href="/pkg/identity-graph-backfill.css" />
+        <Title text="Identity Graph Backfill" />
         <Router>
-            // Flat: no route nests, and FlatRoutes carries none of the nested
-            // router's outlet machinery (-17 KB gzipped WASM).
             // Every erased view hydrates synchronously (see console::sync_any).
-            <FlatRoutes fallback=|| view! { <NotFound /> }.into_sync_any()>
+            <Routes fallback=|| view! { <NotFound /> }.into_sync_any()>
                 <Route path=path!("/login") view=|| view! { <LoginPage /> }.into_sync_any() />
                 <Route path=path!("/") view=|| view! { <Frame><ConsolePage /></Frame> }.into_sync_any() />
                 <Route
@@ -57,29 +53,8 @@ pub fn App() -> impl IntoView {
                     path=path!("/reporting")
                     view=|| view! { <Frame><ReportingPage /></Frame> }.into_sync_any()
                 />
-            </FlatRoutes>
+            </Routes>
         </Router>
-    }
-}
-
-// The server writes the document's stylesheet link and title into <head>
-// with leptos_meta; the browser has nothing to do with them, so the WASM
-// carries no leptos_meta. Each side renders the same empty placeholder in
-// the body, so hydration lines up.
-
-#[component]
-fn DocumentStylesheet() -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    {
-        view! { <leptos_meta::Stylesheet id="leptos" href="/pkg/identity-graph-backfill.css" /> }
-    }
-}
-
-#[component]
-fn DocumentTitle() -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    {
-        view! { <leptos_meta::Title text=crate::console::APP_TITLE /> }
     }
 }
 

@@ -4,6 +4,7 @@
 use super::progress_bar::{covered_share, denominator, percent_label};
 use crate::backfill::domain::{Job, JobStatus};
 use leptos::prelude::*;
+use leptos_meta::Title;
 
 pub const APP_TITLE: &str = "Identity Graph Backfill";
 
@@ -55,26 +56,7 @@ pub fn console_title(jobs: &[Job], last_watched: Option<&str>) -> String {
 }
 
 /// Sets the document title from `title`; the app's title until it is known.
-///
-/// The server writes the `<title>` through leptos_meta. The browser sets
-/// `document.title` itself, so leptos_meta is not compiled into the WASM.
-/// Both render nothing but an empty placeholder in the page, so they hydrate
-/// alike.
 #[component]
 pub fn LiveTitle(title: Signal<Option<String>>) -> impl IntoView {
-    let text = move || title.get().unwrap_or_else(|| APP_TITLE.to_string());
-    #[cfg(feature = "ssr")]
-    {
-        view! { <leptos_meta::Title text /> }
-    }
-    #[cfg(not(feature = "ssr"))]
-    {
-        Effect::new(move |_| {
-            let text = text();
-            #[cfg(feature = "hydrate")]
-            document().set_title(&text);
-            #[cfg(not(feature = "hydrate"))]
-            let _ = text;
-        });
-    }
+    view! { <Title text=move || title.get().unwrap_or_else(|| APP_TITLE.to_string()) /> }
 }

@@ -19,7 +19,7 @@ pub use format::{exact_time, relative_time};
 pub use job_detail::JobDetailPage;
 pub use jobs_table::{JobsTable, StatusBadge, StopButton, StopConfirmation, StopRequests};
 pub use latest::latest_ok;
-pub use live_title::{console_title, job_title, LiveTitle, APP_TITLE};
+pub use live_title::{console_title, job_title, LiveTitle};
 pub use progress_bar::{source_max_id, JobProgressBar, ProgressBar};
 
 pub use refresh::use_auto_refresh;
