@@ -1,38 +1,17 @@
 //! Small display helpers shared by the pages.
 //!
-//! Times are written with chrono's date and time accessors, never with its
-//! `format`/`to_rfc3339` machinery: that code would be compiled into the
-//! WASM bundle for two strings. The output is the same on the server and in
-//! the browser, so hydration sees identical text.
+//! Times are written from their calendar fields (`CivilTime`), the same
+//! arithmetic on the server and in the browser, so hydration sees identical
+//! text and the WASM carries no date library.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use crate::backfill::domain::timestamp::{now_millis, CivilTime};
+use crate::backfill::domain::Timestamp;
 
 pub use crate::backfill::domain::thousands;
 
-pub fn now() -> DateTime<Utc> {
-    #[cfg(feature = "ssr")]
-    {
-        Utc::now()
-    }
-    #[cfg(not(feature = "ssr"))]
-    {
-        DateTime::from_timestamp_millis(js_now_millis()).unwrap_or_default()
-    }
-}
-
-#[cfg(all(not(feature = "ssr"), feature = "hydrate"))]
-fn js_now_millis() -> i64 {
-    js_sys::Date::now() as i64
-}
-
-#[cfg(all(not(feature = "ssr"), not(feature = "hydrate")))]
-fn js_now_millis() -> i64 {
-    0
-}
-
 /// `3 s ago`, `5 min ago`, `2 h ago`, `4 d ago`.
-pub fn relative_time(at: DateTime<Utc>) -> String {
-    let seconds = (now() - at).num_seconds().max(0);
+pub fn relative_time(at: Timestamp) -> String {
+    let seconds = ((now_millis() - at.timestamp_millis()) / 1000).max(0);
     match seconds {
         0..=4 => "just now".into(),
         5..=59 => format!("{seconds} s ago"),
@@ -43,21 +22,22 @@ pub fn relative_time(at: DateTime<Utc>) -> String {
 }
 
 /// `2026-11-29 13:05:09 UTC`, for tooltips.
-pub fn exact_time(at: DateTime<Utc>) -> String {
+pub fn exact_time(at: Timestamp) -> String {
     let (date, time) = date_and_time(at);
     format!("{date} {time} UTC")
 }
 
 /// `2026-11-29T13:05:09Z`, for `<time datetime>`.
-pub fn machine_time(at: DateTime<Utc>) -> String {
+pub fn machine_time(at: Timestamp) -> String {
     let (date, time) = date_and_time(at);
     format!("{date}T{time}Z")
 }
 
-fn date_and_time(at: DateTime<Utc>) -> (String, String) {
+fn date_and_time(at: Timestamp) -> (String, String) {
+    let at = CivilTime::from_millis(at.timestamp_millis());
     (
-        format!("{:04}-{:02}-{:02}", at.year(), at.month(), at.day()),
-        format!("{:02}:{:02}:{:02}", at.hour(), at.minute(), at.second()),
+        format!("{:04}-{:02}-{:02}", at.year, at.month, at.day),
+        format!("{:02}:{:02}:{:02}", at.hour, at.minute, at.second),
     )
 }
 
@@ -110,7 +90,7 @@ mod tests {
 
     #[test]
     fn times_match_chrono_formatting() {
-        let at = DateTime::from_timestamp(1_795_784_709, 0).unwrap();
+        let at = chrono::DateTime::from_timestamp(1_795_784_709, 0).unwrap();
         assert_eq!(
             exact_time(at),
             at.format("%Y-%m-%d %H:%M:%S UTC").to_string()

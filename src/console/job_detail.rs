@@ -14,9 +14,8 @@ use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{
-    Coverage, JobDetail, StartOptions, FLAG_OPTIONS, JOB_KEY, MODE, NUMBER_OPTIONS,
+    Coverage, JobDetail, StartOptions, Timestamp, FLAG_OPTIONS, JOB_KEY, MODE, NUMBER_OPTIONS,
 };
-use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
@@ -82,7 +81,7 @@ pub fn JobDetailPage() -> impl IntoView {
     .into_sync_any()
 }
 
-fn time_cell(at: Option<DateTime<Utc>>) -> impl IntoView {
+fn time_cell(at: Option<Timestamp>) -> impl IntoView {
     match at {
         Some(at) => {
             view! { <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time> }

@@ -5,14 +5,17 @@
 //! - [`status`]: job statuses, pause reasons, modes, and their stored words;
 //! - [`job_key`]: the job key and its rules;
 //! - [`options`]: the start options, each declared once;
-//! - [`views`]: the shapes the API returns.
+//! - [`views`]: the shapes the API returns;
+//! - [`timestamp`]: the instants in them, and their calendar fields.
 
 pub mod job_key;
 pub mod options;
 pub mod status;
+pub mod timestamp;
 pub mod views;
 
 pub use job_key::*;
 pub use options::*;
 pub use status::*;
+pub use timestamp::Timestamp;
 pub use views::*;

@@ -3,7 +3,7 @@
 
 use super::options::{Adjustment, StartOptions};
 use super::status::{JobStatus, Mode, PauseReason};
-use chrono::{DateTime, Utc};
+use super::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Users skipped, by reason.
@@ -34,9 +34,9 @@ pub struct Job {
     pub options: StartOptions,
     pub started_by: Option<String>,
     pub stopped_by: Option<String>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub started_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
     /// Users handled per second in the current run, while it is active.
     pub throughput_per_sec: Option<f64>,
     /// Estimated seconds to the end of the source table, while active.
@@ -106,8 +106,8 @@ pub struct FailureRecord {
     pub user_id: i64,
     pub error: String,
     pub attempts: i32,
-    pub first_failed_at: DateTime<Utc>,
-    pub last_failed_at: DateTime<Utc>,
+    pub first_failed_at: Timestamp,
+    pub last_failed_at: Timestamp,
 }
 
 /// One run of a job: who or what started it, and how it ended.
@@ -117,8 +117,8 @@ pub struct RunRecord {
     pub id: i64,
     pub trigger: String,
     pub started_by: Option<String>,
-    pub started_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
     pub outcome: Option<String>,
     pub stopped_by: Option<String>,
     pub processed: i64,
