@@ -483,3 +483,54 @@ async fn a_chunk_whose_connection_is_killed_is_written_again(pool: PgPool) {
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(graph_of(&pool).await.users.len(), 30);
 }
+
+/// `BUILT_IN_GRAPH_WRITERS`: with one writer, a chunk held up in the
+/// database keeps the next chunk from starting; once it is through, the next
+/// one is written. Without the bound, both write at once.
+#[sqlx::test]
+async fn the_graph_writes_no_more_chunks_at_once_than_its_writers(pool: PgPool) {
+    for (max_writers, second_waits) in [(1, true), (2, false)] {
+        empty_the_graph(&pool).await;
+        let graph = PostgresGraph::with_max_writers(pool.clone(), max_writers);
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO identity_graph_users (user_id) VALUES (1)")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let (held, next) = (
+            user(1, "u1@example.com", "device-1", "10.0.0.1"),
+            user(2, "u2@example.com", "device-2", "10.0.0.2"),
+        );
+        let (held, next) = ([&held], [&next]);
+        let first = graph.write_users(&held);
+        tokio::pin!(first);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut first)
+                .await
+                .is_err(),
+            "user 1 waits for the other transaction's row"
+        );
+        let second =
+            tokio::time::timeout(Duration::from_millis(500), graph.write_users(&next)).await;
+        assert_eq!(
+            second.is_err(),
+            second_waits,
+            "with {max_writers} writer(s), the second chunk waits: {second_waits}"
+        );
+        other.rollback().await.unwrap();
+        let outcomes = tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let outcomes = tokio::time::timeout(Duration::from_secs(10), graph.write_users(&next))
+            .await
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let written: Vec<i64> =
+            sqlx::query_scalar("SELECT user_id FROM identity_graph_users ORDER BY 1")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(written, vec![1, 2]);
+    }
+}
