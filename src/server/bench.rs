@@ -150,12 +150,6 @@ fn engine(
     let mut vars: Vec<(String, String)> =
         vec![("DATABASE_URL".into(), "postgres://bench/unused".into())];
     vars.extend(sink.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    // The engine's own tuning comes from the environment, as in `serve`.
-    for name in ["BUILT_IN_GRAPH_WRITERS"] {
-        if let Ok(value) = std::env::var(name) {
-            vars.push((name.into(), value));
-        }
-    }
     let config =
         Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
             .map_err(|e| e.to_string())?;

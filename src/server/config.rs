@@ -32,9 +32,6 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `ENGINE_THREADS`: worker threads of the engine's runtime.
     pub engine_threads: usize,
-    /// `BUILT_IN_GRAPH_WRITERS`: chunks the built-in graph writes at once,
-    /// across all runs of this process.
-    pub built_in_graph_writers: usize,
     /// `METRICS_ADDR`: where `/metrics` listens; off when unset.
     pub metrics_addr: Option<SocketAddr>,
     pub sink: SinkConfig,
@@ -149,13 +146,6 @@ impl Config {
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
             engine_threads: engine_threads(&get)?,
-            built_in_graph_writers: parse_number(
-                &get,
-                "BUILT_IN_GRAPH_WRITERS",
-                crate::backfill::sinks::postgres::DEFAULT_MAX_WRITERS as u64,
-                1,
-                256,
-            )? as usize,
             metrics_addr,
             sink,
             engine: EngineSettings {

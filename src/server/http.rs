@@ -117,7 +117,7 @@ pub fn build_engine_on(
     executor: RunExecutor,
     shutdown: CancellationToken,
 ) -> Engine {
-    let sink = sinks::from_config(&config.sink, &executor.pool, config.built_in_graph_writers);
+    let sink = sinks::from_config(&config.sink, &executor.pool);
     Engine::new(pool, executor, config.engine.clone(), sink, shutdown)
 }
 

@@ -77,18 +77,10 @@ impl std::fmt::Debug for SinkConfig {
 }
 
 /// The configured adapter, or `None` when real runs must be refused.
-/// `max_writers` bounds the built-in graph's concurrent chunk writes.
-pub fn from_config(
-    config: &SinkConfig,
-    pool: &PgPool,
-    max_writers: usize,
-) -> Option<Arc<dyn IdentityGraph>> {
+pub fn from_config(config: &SinkConfig, pool: &PgPool) -> Option<Arc<dyn IdentityGraph>> {
     match config {
         SinkConfig::NotConfigured => None,
-        SinkConfig::Postgres => Some(Arc::new(postgres::PostgresGraph::with_max_writers(
-            pool.clone(),
-            max_writers,
-        ))),
+        SinkConfig::Postgres => Some(Arc::new(postgres::PostgresGraph::new(pool.clone()))),
         SinkConfig::Http(http) => Some(Arc::new(http::HttpGraph::new(
             http.url.clone(),
             http.token.clone(),

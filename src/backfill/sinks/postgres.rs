@@ -25,19 +25,9 @@ pub const MAX_CHUNK: usize = 500;
 /// of it fails with that error.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-/// How many chunks one process writes at once by default (see
-/// [`PostgresGraph::with_max_writers`]).
-pub const DEFAULT_MAX_WRITERS: usize = 2;
-
 pub struct PostgresGraph {
     pool: PgPool,
     base_backoff: Duration,
-    /// Bounds the chunks this process writes at once, whatever the runs'
-    /// concurrency adds up to: a write is CPU work for the database, and
-    /// more writers than its cores only queue inside it, slowing every other
-    /// query on it (the console's, the runs' checkpoints) without writing
-    /// faster. Chunks beyond the bound wait here, in the runner's window.
-    writers: tokio::sync::Semaphore,
 }
 
 /// The users upsert. `ORDER BY` makes every writer take the users' row locks
@@ -87,18 +77,10 @@ const INSERT_LINKS: &str = "
     ON CONFLICT DO NOTHING";
 
 impl PostgresGraph {
-    /// A graph that writes as many chunks at once as it is given.
     pub fn new(pool: PgPool) -> Self {
-        Self::with_max_writers(pool, tokio::sync::Semaphore::MAX_PERMITS)
-    }
-
-    /// A graph that writes at most `max_writers` chunks at once
-    /// (`BUILT_IN_GRAPH_WRITERS`).
-    pub fn with_max_writers(pool: PgPool, max_writers: usize) -> Self {
         Self {
             pool,
             base_backoff: Duration::from_millis(100),
-            writers: tokio::sync::Semaphore::new(max_writers.max(1)),
         }
     }
 
