@@ -6,7 +6,7 @@ use crate::reporting::ReportingPage;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
-    components::{Route, Router, Routes, A},
+    components::{FlatRoutes, Route, Router, A},
     path,
 };
 
@@ -38,7 +38,7 @@ pub fn App() -> impl IntoView {
         <Title text="Identity Graph Backfill" />
         <Router>
             // Every erased view hydrates synchronously (see console::sync_any).
-            <Routes fallback=|| view! { <NotFound /> }.into_sync_any()>
+            <FlatRoutes fallback=|| view! { <NotFound /> }.into_sync_any()>
                 <Route path=path!("/login") view=|| view! { <LoginPage /> }.into_sync_any() />
                 <Route path=path!("/") view=|| view! { <Frame><ConsolePage /></Frame> }.into_sync_any() />
                 <Route
@@ -53,7 +53,7 @@ pub fn App() -> impl IntoView {
                     path=path!("/reporting")
                     view=|| view! { <Frame><ReportingPage /></Frame> }.into_sync_any()
                 />
-            </Routes>
+            </FlatRoutes>
         </Router>
     }
 }
