@@ -128,6 +128,57 @@ async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
     assert_eq!(absolute.call(Some(&cookie), "me", json!({})).await.0, 401);
 }
 
+/// Activity slides the idle timeout; a request writes the slide only when
+/// the last one is older than the touch interval, so polling only reads.
+#[sqlx::test]
+async fn use_slides_the_idle_timeout_and_writes_it_at_most_once_per_interval(pool: PgPool) {
+    use identity_graph_backfill::access::ssr::touch_interval;
+    let idle = TestApp::with_admins(&pool, &[("SESSION_IDLE_TIMEOUT_SECS", "2")]).await;
+    let cookie = idle.session(ALLOWED).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            idle.call(Some(&cookie), "me", json!({})).await.0,
+            200,
+            "a session in use outlives its 2 s idle timeout"
+        );
+    }
+
+    let app = TestApp::with_admins(&pool, &[]).await;
+    assert_eq!(
+        touch_interval(Duration::from_secs(1800)),
+        Duration::from_secs(60)
+    );
+    let cookie = app.session(ALLOWED).await;
+    let row_version = || async {
+        sqlx::query_as::<_, (String, chrono::DateTime<chrono::Utc>)>(
+            "SELECT s.xmin::text, s.last_seen_at FROM admin_sessions s
+             JOIN admins a ON a.id = s.admin_id WHERE a.email = $1
+             ORDER BY s.created_at DESC LIMIT 1",
+        )
+        .bind(ALLOWED.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let signed_in = row_version().await;
+    for _ in 0..3 {
+        assert_eq!(app.call(Some(&cookie), "me", json!({})).await.0, 200);
+    }
+    assert_eq!(row_version().await, signed_in, "fresh: requests only read");
+
+    sqlx::query("UPDATE admin_sessions SET last_seen_at = now() - interval '61 seconds'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(app.call(Some(&cookie), "me", json!({})).await.0, 200);
+    let (_, slid) = row_version().await;
+    assert!(
+        slid > chrono::Utc::now() - chrono::Duration::seconds(5),
+        "a stale slide is written: {slid}"
+    );
+}
+
 #[sqlx::test]
 async fn tampered_and_forged_cookies_are_refused(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[]).await;
