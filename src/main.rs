@@ -12,8 +12,8 @@ fn main() -> std::process::ExitCode {
     // The engine's runs, heartbeats and watchdog get a runtime of their own,
     // with ENGINE_THREADS workers (src/server/runtime.rs), so runs at full
     // speed neither slow the console nor are capped by its one thread.
-    let engine_runtime = match Config::engine_threads_from_env().map_err(|e| e.to_string()) {
-        Ok(threads) => EngineRuntime::start(threads)
+    let engine_runtime = match Config::engine_runtime_from_env().map_err(|e| e.to_string()) {
+        Ok((threads, nice)) => EngineRuntime::start_niced(threads, nice)
             .map_err(|e| format!("could not start the engine's runtime: {e}")),
         Err(message) => Err(message),
     };

@@ -32,6 +32,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `ENGINE_THREADS`: worker threads of the engine's runtime.
     pub engine_threads: usize,
+    /// `ENGINE_NICE`: the nice value of the engine's threads (0–19).
+    pub engine_nice: i32,
     /// `METRICS_ADDR`: where `/metrics` listens; off when unset.
     pub metrics_addr: Option<SocketAddr>,
     pub sink: SinkConfig,
@@ -46,11 +48,13 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// `ENGINE_THREADS` alone: `main.rs` starts the engine's runtime before
-    /// it knows which command runs, and most commands need nothing else.
-    pub fn engine_threads_from_env() -> Result<usize, ConfigError> {
+    /// `ENGINE_THREADS` and `ENGINE_NICE` alone: `main.rs` starts the
+    /// engine's runtime before it knows which command runs, and most commands
+    /// need nothing else.
+    pub fn engine_runtime_from_env() -> Result<(usize, i32), ConfigError> {
         let _ = dotenvy::dotenv();
-        engine_threads(&trimmed(|name| std::env::var(name).ok()))
+        let get = trimmed(|name| std::env::var(name).ok());
+        Ok((engine_threads(&get)?, engine_nice(&get)?))
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -146,6 +150,7 @@ impl Config {
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
             engine_threads: engine_threads(&get)?,
+            engine_nice: engine_nice(&get)?,
             metrics_addr,
             sink,
             engine: EngineSettings {
@@ -217,6 +222,14 @@ fn engine_threads(get: &impl Fn(&str) -> Option<String>) -> Result<usize, Config
     Ok(parse_number(get, "ENGINE_THREADS", 2, 1, 64)? as usize)
 }
 
+/// Nice 10 by default: the console's thread wins a busy core at once, and
+/// an idle console leaves the engine every core.
+fn engine_nice(get: &impl Fn(&str) -> Option<String>) -> Result<i32, ConfigError> {
+    Ok(parse_number(get, "ENGINE_NICE", DEFAULT_ENGINE_NICE, 0, 19)? as i32)
+}
+
+pub const DEFAULT_ENGINE_NICE: u64 = 10;
+
 fn parse_number(
     get: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
@@ -278,6 +291,18 @@ mod tests {
         assert_eq!(config.engine_threads, 2);
         assert_eq!(config.sink, SinkConfig::NotConfigured);
         assert!(config.access.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn engine_nice_defaults_to_10_and_stays_within_0_to_19() {
+        let base = [("DATABASE_URL", "postgres://x/y")];
+        assert_eq!(config(&base).unwrap().engine_nice, 10);
+        let off = config(&[base[0], ("ENGINE_NICE", "0")]).unwrap();
+        assert_eq!(off.engine_nice, 0);
+        for bad in ["20", "-5", "low"] {
+            let error = config(&[base[0], ("ENGINE_NICE", bad)]).unwrap_err();
+            assert_eq!(error.variable, "ENGINE_NICE", "{bad}");
+        }
     }
 
     #[test]

@@ -17,9 +17,21 @@ pub struct EngineRuntime {
 impl EngineRuntime {
     /// `ENGINE_THREADS` workers, named `engine` in `top -H` and in backtraces.
     pub fn start(worker_threads: usize) -> std::io::Result<Self> {
+        Self::start_niced(worker_threads, 0)
+    }
+
+    /// [`Self::start`], with every engine thread at `nice` (`ENGINE_NICE`).
+    ///
+    /// Runs are batch work and the console is an operator waiting for a
+    /// page: with the engine's threads at a lower priority, the console's
+    /// thread gets a core as soon as a request arrives, even while two runs
+    /// keep every core busy. When the console is idle the engine still gets
+    /// all the CPU there is, so runs lose nothing on a machine of their own.
+    pub fn start_niced(worker_threads: usize, nice: i32) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads)
             .thread_name("engine")
+            .on_thread_start(move || lower_this_threads_priority(nice))
             .enable_all()
             .build()?;
         Ok(Self { runtime })
@@ -34,6 +46,36 @@ impl EngineRuntime {
     /// maintenance. Must be called outside any runtime.
     pub fn shutdown(self, limit: Duration) {
         self.runtime.shutdown_timeout(limit);
+    }
+}
+
+/// Linux keeps a nice value per thread, and `setpriority(PRIO_PROCESS, 0, …)`
+/// sets the calling thread's. Raising it needs no privilege. A thread that
+/// already runs at `nice` or lower priority (a process started under `nice`)
+/// is left as it is: the engine never runs above the console.
+fn lower_this_threads_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: errno is this thread's; getpriority and setpriority only
+        // read their integer arguments.
+        let current = unsafe {
+            *libc::__errno_location() = 0;
+            libc::getpriority(libc::PRIO_PROCESS, 0)
+        };
+        let unreadable = current == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0);
+        if unreadable || current >= nice {
+            return;
+        }
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            tracing::warn!(
+                nice,
+                "could not lower the priority of an engine thread: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 

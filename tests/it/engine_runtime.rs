@@ -128,3 +128,42 @@ async fn a_crash_leaves_the_run_row_to_the_watchdog(pool: PgPool) {
         .await
         .unwrap();
 }
+
+/// `ENGINE_NICE`: every engine thread runs at the nice value it was given
+/// (or lower priority, if the process already had it), and the caller's
+/// thread (the console's) keeps its own.
+#[tokio::test]
+async fn engine_threads_run_at_their_nice_value() {
+    fn this_threads_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command name, which may hold spaces: state is the
+        // 3rd field of the line and nice the 19th.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+    }
+    let console = this_threads_nice();
+    let runtime = EngineRuntime::start_niced(2, 7).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        seen.push(
+            runtime
+                .handle()
+                .spawn(async { this_threads_nice() })
+                .await
+                .unwrap(),
+        );
+    }
+    let expected = console.max(7);
+    assert!(
+        seen.iter().all(|nice| *nice == expected),
+        "{seen:?}, console {console}"
+    );
+    assert_eq!(
+        this_threads_nice(),
+        console,
+        "the caller's thread is untouched"
+    );
+    tokio::task::spawn_blocking(move || runtime.shutdown(Duration::from_secs(1)))
+        .await
+        .unwrap();
+}
