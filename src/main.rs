@@ -1,3 +1,10 @@
+// A run allocates and frees small buffers per user on several threads (HTTP
+// requests, bodies, outcomes), and glibc's malloc spent about a fifth of a
+// run's CPU doing it (README, "Benchmarks").
+#[cfg(feature = "ssr")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "ssr")]
 fn main() -> std::process::ExitCode {
     use tracing_subscriber::EnvFilter;
