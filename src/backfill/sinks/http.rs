@@ -1,9 +1,10 @@
 //! The external Identity Graph API: `PUT {url}/users/{id}` with a bearer token.
 
 use super::{IdentityGraph, SinkError, SourceUser};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use reqwest::{header, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 use std::time::Duration;
 
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -36,8 +37,30 @@ impl std::fmt::Debug for HttpGraphConfig {
 pub struct HttpGraph {
     client: reqwest::Client,
     base_url: String,
+    /// `{url}/users/`, parsed once: each user's URL is joined to it, which
+    /// skips parsing (and IDNA-checking) the host for every request.
+    users_url: Option<reqwest::Url>,
     token: Option<String>,
     base_backoff: Duration,
+}
+
+/// The body of `PUT /users/{id}`, serialized straight from the source row.
+#[derive(Serialize)]
+pub struct UserBody<'a> {
+    user_id: i64,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    created_at: DateTime<Utc>,
+    identifiers: IdentifiersBody<'a>,
+}
+
+#[derive(Serialize)]
+struct IdentifiersBody<'a> {
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    signup_ip: Option<&'a str>,
+    last_login_ip: Option<&'a str>,
+    device_ids: &'a [String],
 }
 
 impl HttpGraph {
@@ -50,36 +73,51 @@ impl HttpGraph {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a reqwest client with only timeouts set builds");
+        let users_url = reqwest::Url::parse(&format!("{base_url}/users/")).ok();
         Self {
             client,
             base_url,
+            users_url,
             token,
             base_backoff: Duration::from_millis(200),
         }
     }
 
-    pub fn request_body(user: &SourceUser) -> serde_json::Value {
-        json!({
-            "user_id": user.id,
-            "email": user.email,
-            "phone": user.phone,
-            "created_at": user.created_at,
-            "identifiers": {
-                "email": user.email,
-                "phone": user.phone,
-                "signup_ip": user.signup_ip,
-                "last_login_ip": user.last_login_ip,
-                "device_ids": user.device_id.iter().collect::<Vec<_>>(),
+    pub fn request_body(user: &SourceUser) -> UserBody<'_> {
+        UserBody {
+            user_id: user.id,
+            email: user.email.as_deref(),
+            phone: user.phone.as_deref(),
+            created_at: user.created_at,
+            identifiers: IdentifiersBody {
+                email: user.email.as_deref(),
+                phone: user.phone.as_deref(),
+                signup_ip: user.signup_ip.as_deref(),
+                last_login_ip: user.last_login_ip.as_deref(),
+                device_ids: user.device_id.as_slice(),
             },
-        })
+        }
+    }
+
+    /// `{url}/users/{id}`.
+    pub fn user_url(&self, id: i64) -> Result<reqwest::Url, SinkError> {
+        self.users_url
+            .as_ref()
+            .and_then(|users| users.join(&id.to_string()).ok())
+            .ok_or_else(|| {
+                SinkError(format!(
+                    "{}/users/{id} is not a URL; check IDENTITY_GRAPH_URL",
+                    self.base_url
+                ))
+            })
     }
 
     async fn write(&self, user: &SourceUser) -> Result<(), SinkError> {
-        let url = format!("{}/users/{}", self.base_url, user.id);
+        let url = self.user_url(user.id)?;
         let body = Self::request_body(user);
         let mut last_error = String::new();
         for attempt in 1..=MAX_ATTEMPTS {
-            let mut request = self.client.put(&url).json(&body);
+            let mut request = self.client.put(url.clone()).json(&body);
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
@@ -176,4 +214,74 @@ fn truncate(text: &str, max_chars: usize) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn user(device_id: Option<&str>) -> SourceUser {
+        SourceUser {
+            id: 42,
+            email: Some("a@example.com".into()),
+            phone: None,
+            created_at: Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap(),
+            signup_ip: Some("10.0.0.1".into()),
+            last_login_ip: None,
+            device_id: device_id.map(str::to_string),
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_documented_json() {
+        for (device, device_ids) in [
+            (Some("d-1"), serde_json::json!(["d-1"])),
+            (None, serde_json::json!([])),
+        ] {
+            let user = user(device);
+            let body = serde_json::to_value(HttpGraph::request_body(&user)).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({
+                    "user_id": 42,
+                    "email": "a@example.com",
+                    "phone": null,
+                    "created_at": "2024-05-06T07:08:09Z",
+                    "identifiers": {
+                        "email": "a@example.com",
+                        "phone": null,
+                        "signup_ip": "10.0.0.1",
+                        "last_login_ip": null,
+                        "device_ids": device_ids,
+                    },
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn user_urls_keep_the_base_path() {
+        for (base, expected) in [
+            ("http://graph.internal", "http://graph.internal/users/7"),
+            (
+                "http://127.0.0.1:8080/api/v2",
+                "http://127.0.0.1:8080/api/v2/users/7",
+            ),
+            (
+                "https://graph.example.com/identity",
+                "https://graph.example.com/identity/users/7",
+            ),
+        ] {
+            let graph = HttpGraph::new(base.into(), None, Duration::from_secs(1));
+            assert_eq!(graph.user_url(7).unwrap().as_str(), expected);
+        }
+        let broken = HttpGraph::new("not a url".into(), None, Duration::from_secs(1));
+        assert!(broken
+            .user_url(7)
+            .unwrap_err()
+            .0
+            .contains("IDENTITY_GRAPH_URL"));
+    }
 }
