@@ -67,7 +67,7 @@ async fn a_scrape_during_a_run_matches_the_job_row(pool: PgPool) {
     let calls = sample(
         &during,
         "identity_graph_request_duration_seconds_count",
-        &[r#"outcome="ok""#],
+        &[key, r#"outcome="ok""#],
     );
     assert!(calls.is_some_and(|count| count > 0.0), "{during}");
 
@@ -92,7 +92,7 @@ async fn a_scrape_during_a_run_matches_the_job_row(pool: PgPool) {
     assert!(sample(
         &after,
         "identity_graph_request_duration_seconds_count",
-        &[r#"outcome="failed""#]
+        &[key, r#"outcome="failed""#]
     )
     .is_some_and(|count| count > 0.0));
 

@@ -151,6 +151,7 @@ pub struct Runner {
     /// the last checkpoint.
     window: Window,
     streak: Arc<AtomicU32>,
+    latency: GraphLatency,
     /// How long to keep trying to record the run's end while the database is away.
     finish_patience: Duration,
 }
@@ -163,6 +164,25 @@ enum Outcome {
     Skipped(SkipReason),
 }
 
+/// The Identity Graph's answer times for one job, by outcome
+/// (`/metrics`). Registered once per run, so recording one is an atomic
+/// update rather than a lookup by name and labels per call.
+#[derive(Clone)]
+struct GraphLatency {
+    ok: metrics::Histogram,
+    failed: metrics::Histogram,
+}
+
+impl GraphLatency {
+    fn for_job(job_key: &str) -> Self {
+        let histogram = |outcome: &'static str| metrics::histogram!(GRAPH_REQUEST_SECONDS, "job_key" => job_key.to_string(), "outcome" => outcome);
+        Self {
+            ok: histogram("ok"),
+            failed: histogram("failed"),
+        }
+    }
+}
+
 /// Syncs a chunk of eligible users (never one that must be skipped) with
 /// one call to the sink, and returns one outcome per user, in order.
 /// Each outcome feeds the failure streak in id order, as if the users had
@@ -172,6 +192,7 @@ enum Outcome {
 async fn sync_chunk(
     sink: Option<Arc<dyn IdentityGraph>>,
     streak: Arc<AtomicU32>,
+    latency: GraphLatency,
     users: Vec<SourceUser>,
     counts_toward_streak: bool,
 ) -> Vec<Outcome> {
@@ -184,13 +205,12 @@ async fn sync_chunk(
     let started = Instant::now();
     let chunk: Vec<&SourceUser> = users.iter().collect();
     let results = sink.write_users(&chunk).await;
-    let outcome = if results.iter().all(Result::is_ok) {
-        "ok"
+    let histogram = if results.iter().all(Result::is_ok) {
+        &latency.ok
     } else {
-        "failed"
+        &latency.failed
     };
-    metrics::histogram!(GRAPH_REQUEST_SECONDS, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
+    histogram.record(started.elapsed().as_secs_f64());
     let mut results = results.into_iter();
     users
         .iter()
@@ -272,6 +292,7 @@ impl Runner {
         let clock: Clock = Arc::new(Instant::now);
         let (deadline, retry_share_ends) = time_limits(&options, clock());
         let window = Window::after(pass.map_or(position.cursor, |pass| pass.position));
+        let latency = GraphLatency::for_job(&lease.job_key);
         Self {
             clock,
             deadline,
@@ -287,6 +308,7 @@ impl Runner {
             pass,
             window,
             streak: Arc::new(AtomicU32::new(0)),
+            latency,
             finish_patience: Duration::from_secs(10),
         }
     }
@@ -435,6 +457,7 @@ impl Runner {
                 let write = sync_chunk(
                     self.sink.clone(),
                     self.streak.clone(),
+                    self.latency.clone(),
                     users,
                     counts_toward_streak,
                 );
