@@ -179,6 +179,7 @@ pub async fn serve(
     }
     tracing::info!(
         engine_threads = config.engine_threads,
+        engine_nice = config.engine_nice,
         "runs use the engine's runtime"
     );
     let state = build_state_on(config, pool, executor, shutdown.clone());
