@@ -21,6 +21,9 @@ struct Graph {
     users: GraphUsers,
     identifiers: Vec<(String, String)>,
     links: Vec<(i64, String, String)>,
+    /// Links whose identifier row does not exist; the links have no foreign
+    /// key, so the writes themselves must keep this at 0.
+    dangling_links: i64,
 }
 
 async fn graph_of(pool: &PgPool) -> Graph {
@@ -43,6 +46,13 @@ async fn graph_of(pool: &PgPool) -> Graph {
              ORDER BY 1, 2, 3",
         )
         .fetch_all(pool)
+        .await
+        .unwrap(),
+        dangling_links: sqlx::query_scalar(
+            "SELECT count(*) FROM identity_graph_links l
+             WHERE NOT EXISTS (SELECT 1 FROM identity_graph_identifiers i WHERE i.id = l.identifier_id)",
+        )
+        .fetch_one(pool)
         .await
         .unwrap(),
     }
@@ -261,6 +271,7 @@ async fn concurrent_chunks_sharing_identifiers_neither_deadlock_nor_lose_links(p
         write_per_user(&pool, u).await.unwrap();
     }
     let expected = graph_of(&pool).await;
+    assert_eq!(expected.dangling_links, 0);
 
     for round in 0..5 {
         empty_the_graph(&pool).await;
