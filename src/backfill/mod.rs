@@ -9,6 +9,8 @@ pub mod domain;
 #[cfg(feature = "ssr")]
 pub mod engine;
 #[cfg(feature = "ssr")]
+pub mod identifiers;
+#[cfg(feature = "ssr")]
 pub mod runner;
 #[cfg(feature = "ssr")]
 pub mod sinks;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-/// A row of the source `users` table.
+/// A row of the source `users` table, with the database time it was read.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct SourceUser {
     pub id: i64,
@@ -17,38 +17,57 @@ pub struct SourceUser {
     pub last_login_ip: Option<String>,
     pub device_id: Option<String>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// `statement_timestamp()` of the read: a write carries it so that a
+    /// graph keeps the newest read of a user (README, "observed_at").
+    pub observed_at: DateTime<Utc>,
 }
 
-impl SourceUser {
-    /// The identifiers a user links through, as `(kind, value)`.
-    pub fn identifiers(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("email", self.email.as_deref()),
-            ("phone", self.phone.as_deref()),
-            ("ip", self.signup_ip.as_deref()),
-            ("ip", self.last_login_ip.as_deref()),
-            ("device", self.device_id.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, value)| {
-            value
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(|v| (kind, v))
-        })
-        .collect()
-    }
-}
+/// The columns of `SourceUser`, read from `users u`.
+pub const USER_COLUMNS: &str = "u.id, u.email, u.phone, u.created_at, u.signup_ip, u.last_login_ip,
+    u.device_id, u.deleted_at, statement_timestamp() AS observed_at";
 
 /// The highest user id, as a subquery: a run's 100%.
 pub const SOURCE_MAX_ID: &str = "(SELECT max(id) FROM users)";
 
-/// A user the runner must write: not deleted, with at least one identifier.
-/// Mirrors `SourceUser::identifiers` and the runner's skip rules.
-const ELIGIBLE_USER: &str = "deleted_at IS NULL AND num_nonnulls(
-    nullif(btrim(email, E' \\t\\r\\n'), ''), nullif(btrim(phone, E' \\t\\r\\n'), ''),
-    nullif(btrim(signup_ip, E' \\t\\r\\n'), ''), nullif(btrim(last_login_ip, E' \\t\\r\\n'), ''),
-    nullif(btrim(device_id, E' \\t\\r\\n'), '')) > 0";
+/// The characters `str::trim` removes (Unicode `White_Space`): the SQL here
+/// trims with exactly these, so it agrees with `identifiers` on what is blank.
+pub const UNICODE_WHITESPACE: &[char] = &[
+    '\u{0009}', '\u{000A}', '\u{000B}', '\u{000C}', '\u{000D}', '\u{0020}', '\u{0085}', '\u{00A0}',
+    '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}',
+    '\u{2007}', '\u{2008}', '\u{2009}', '\u{200A}', '\u{2028}', '\u{2029}', '\u{202F}', '\u{205F}',
+    '\u{3000}',
+];
+
+/// `column` of `users u`, trimmed exactly as `str::trim` trims.
+fn trimmed(column: &str) -> String {
+    let whitespace: String = UNICODE_WHITESPACE.iter().collect();
+    format!("btrim(u.{column}, '{whitespace}')")
+}
+
+/// Users of `users u` that the runner certainly writes: not deleted, with
+/// an email `identifiers` keeps or a device id. Decided in SQL, so the
+/// coverage check counts most users without reading them.
+pub fn certainly_eligible() -> String {
+    let email = trimmed("email");
+    format!(
+        "(u.deleted_at IS NULL AND (({email}) LIKE '%_@_%' AND ({email}) NOT LIKE '%@%@%'
+                                    OR {device} <> ''))",
+        device = trimmed("device_id")
+    )
+}
+
+/// Users that are not deleted and not certainly eligible but hold a phone
+/// or an IP: only `identifiers::Normalizer` can tell whether one is valid.
+pub fn maybe_eligible() -> String {
+    format!(
+        "(u.deleted_at IS NULL AND NOT {certain}
+          AND ({phone} <> '' OR {signup} <> '' OR {last} <> ''))",
+        certain = certainly_eligible(),
+        phone = trimmed("phone"),
+        signup = trimmed("signup_ip"),
+        last = trimmed("last_login_ip"),
+    )
+}
 
 /// The next batch after the cursor, in id order (the keyset scan).
 pub async fn users_after(
@@ -56,10 +75,9 @@ pub async fn users_after(
     cursor: i64,
     limit: u32,
 ) -> Result<Vec<SourceUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, email, phone, created_at, signup_ip, last_login_ip, device_id, deleted_at
-         FROM users WHERE id > $1 ORDER BY id LIMIT $2",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.id > $1 ORDER BY u.id LIMIT $2"
+    ))
     .bind(cursor)
     .bind(i64::from(limit))
     .fetch_all(pool)
@@ -75,13 +93,13 @@ pub async fn failed_users_after(
     up_to: i64,
     limit: u32,
 ) -> Result<Vec<SourceUser>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.id, u.email, u.phone, u.created_at, u.signup_ip, u.last_login_ip, u.device_id, u.deleted_at
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS}
          FROM identity_graph_backfill_failures f
          JOIN users u ON u.id = f.user_id
          WHERE f.job_key = $1 AND f.resolved_at IS NULL AND f.user_id > $2 AND f.user_id <= $3
-         ORDER BY f.user_id LIMIT $4",
-    )
+         ORDER BY f.user_id LIMIT $4"
+    ))
     .bind(job_key)
     .bind(after_user_id)
     .bind(up_to)
@@ -90,33 +108,68 @@ pub async fn failed_users_after(
     .await
 }
 
-/// Source users with an id at or below `cursor`: all of them, and those a
-/// real run must write.
-pub async fn users_up_to(pool: &PgPool, cursor: i64) -> Result<(i64, i64), sqlx::Error> {
+/// Users that arrived below the cursor after the scan passed them: users in
+/// the job's gaps (ids the scan found absent), after `after_user_id`, in id
+/// order. The gaps are walked in order from the one holding `after_user_id`,
+/// so a page stops as soon as it is full.
+pub async fn late_users_after(
+    pool: &PgPool,
+    job_key: &str,
+    after_user_id: i64,
+    limit: u32,
+) -> Result<Vec<SourceUser>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT count(*), count(*) FILTER (WHERE {ELIGIBLE_USER}) FROM users WHERE id <= $1"
+        "SELECT late.* FROM (
+             SELECT g.after_id, g.before_id FROM identity_graph_backfill_gaps g
+             WHERE g.job_key = $1 AND g.before_id > $2 + 1
+               AND g.after_id >= coalesce(
+                   (SELECT max(p.after_id) FROM identity_graph_backfill_gaps p
+                    WHERE p.job_key = $1 AND p.after_id <= $2), $2)
+             ORDER BY g.after_id) g
+         CROSS JOIN LATERAL (
+             SELECT {USER_COLUMNS} FROM users u
+             WHERE u.id > greatest(g.after_id, $2) AND u.id < g.before_id
+             ORDER BY u.id LIMIT $3) late
+         LIMIT $3"
     ))
-    .bind(cursor)
-    .fetch_one(pool)
+    .bind(job_key)
+    .bind(after_user_id)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
     .await
 }
 
-/// Users at or below `cursor` that a real run must write, that the built-in
-/// graph does not hold, and that have no unresolved failure on this job.
-pub async fn missing_from_built_in_graph(
-    pool: &PgPool,
-    job_key: &str,
-    cursor: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM users u
-         WHERE u.id <= $2 AND {ELIGIBLE_USER}
-           AND NOT EXISTS (SELECT 1 FROM identity_graph_users g WHERE g.user_id = u.id)
-           AND NOT EXISTS (SELECT 1 FROM identity_graph_backfill_failures f
-                           WHERE f.job_key = $1 AND f.user_id = u.id AND f.resolved_at IS NULL)"
-    ))
+/// Source users with an id at or below `cursor`.
+pub async fn users_up_to(pool: &PgPool, cursor: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM users WHERE id <= $1")
+        .bind(cursor)
+        .fetch_one(pool)
+        .await
+}
+
+/// Users in the job's gaps at or below `cursor`: they arrived (committed
+/// late, or were inserted with a low id) after the scan passed their id, and
+/// the next run catches them up.
+pub async fn late_arrivals(pool: &PgPool, job_key: &str, cursor: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(late.n), 0)::int8 FROM identity_graph_backfill_gaps g
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM users u
+                             WHERE u.id > g.after_id AND u.id < g.before_id AND u.id <= $2) late
+         WHERE g.job_key = $1 AND g.after_id < $2",
+    )
     .bind(job_key)
     .bind(cursor)
     .fetch_one(pool)
     .await
 }
+
+/// The condition, for `count_eligible`, of users at or below the cursor.
+pub const UP_TO_CURSOR: &str = "u.id <= $2 AND $1::text IS NOT NULL";
+
+/// The condition, for `count_eligible`, of users at or below the cursor that
+/// the built-in graph does not hold and that have no unresolved failure on
+/// the job.
+pub const MISSING_FROM_BUILT_IN_GRAPH: &str = "u.id <= $2
+    AND NOT EXISTS (SELECT 1 FROM identity_graph_users g WHERE g.user_id = u.id)
+    AND NOT EXISTS (SELECT 1 FROM identity_graph_backfill_failures f
+                    WHERE f.job_key = $1 AND f.user_id = u.id AND f.resolved_at IS NULL)";

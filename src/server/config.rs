@@ -7,6 +7,7 @@ use crate::access::{ssr::AccessSettings, AllowList};
 use crate::backfill::{
     domain::MAX_RUNTIME_MS,
     engine::EngineSettings,
+    identifiers::{Normalizer, PhoneRegion},
     sinks::{http::HttpGraphConfig, SinkConfig},
 };
 use std::{
@@ -168,6 +169,20 @@ impl Config {
                     500,
                     3_600_000,
                 )?),
+                statement_timeout: Duration::from_millis(parse_number(
+                    &get,
+                    "ENGINE_STATEMENT_TIMEOUT_MS",
+                    super::runtime::DEFAULT_ENGINE_STATEMENT_TIMEOUT.as_millis() as u64,
+                    100,
+                    3_600_000,
+                )?),
+                normalizer: Normalizer::new(match get("IDENTITY_GRAPH_PHONE_REGION") {
+                    None => None,
+                    Some(raw) => Some(PhoneRegion::parse(&raw).map_err(|reason| ConfigError {
+                        variable: "IDENTITY_GRAPH_PHONE_REGION",
+                        reason,
+                    })?),
+                }),
                 // The UI cap is the runtime cap's default, so it has its range.
                 ui_runtime_cap_ms: parse_number(
                     &get,

@@ -1,6 +1,9 @@
 //! The Postgres pool and migrations.
 
-use sqlx::{postgres::PgPoolOptions, Connection, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, PgPool,
+};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,16 @@ pub fn redact_url(url: &str) -> String {
 }
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DatabaseError> {
+    connect_with(url, max_connections, None).await
+}
+
+/// `connect`, with every statement on the pool's connections bounded by
+/// `statement_timeout` (Postgres cancels a statement that runs longer).
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<PgPool, DatabaseError> {
     // One direct connection first: a pool only reports "timed out", while a
     // connection names the cause (refused, unknown host, bad password …).
     let probe =
@@ -44,10 +57,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, Database
             cause,
         });
     }
+    let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DatabaseError::Connect {
+        url: redact_url(url),
+        cause: e.to_string(),
+    })?;
+    if let Some(timeout) = statement_timeout {
+        options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|e| DatabaseError::Connect {
             url: redact_url(url),

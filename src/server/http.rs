@@ -162,10 +162,11 @@ pub async fn serve(
         .map_err(|cause| StartupError::Bind { addr, cause })?;
     let pool = database::connect(&config.database_url, config.database_max_connections).await?;
     database::migrate(&pool).await?;
-    let executor = super::runtime::open_executor(
+    let executor = super::runtime::open_executor_with(
         engine_runtime,
         &config.database_url,
         config.database_max_connections,
+        config.engine.statement_timeout,
     )
     .await?;
     if let Some(metrics_addr) = config.metrics_addr {

@@ -86,9 +86,33 @@ pub async fn open_executor(
     database_url: &str,
     max_connections: u32,
 ) -> Result<RunExecutor, super::database::DatabaseError> {
+    open_executor_with(
+        handle,
+        database_url,
+        max_connections,
+        DEFAULT_ENGINE_STATEMENT_TIMEOUT,
+    )
+    .await
+}
+
+/// `ENGINE_STATEMENT_TIMEOUT_MS`'s default.
+pub const DEFAULT_ENGINE_STATEMENT_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(15);
+
+/// `open_executor` with every engine statement bounded by
+/// `statement_timeout`: a run never waits on one statement for ever, so a
+/// database that hangs fails the statement and the run pauses `interrupted`.
+pub async fn open_executor_with(
+    handle: &tokio::runtime::Handle,
+    database_url: &str,
+    max_connections: u32,
+    statement_timeout: std::time::Duration,
+) -> Result<RunExecutor, super::database::DatabaseError> {
     let url = database_url.to_string();
     let pool = handle
-        .spawn(async move { super::database::connect(&url, max_connections).await })
+        .spawn(async move {
+            super::database::connect_with(&url, max_connections, Some(statement_timeout)).await
+        })
         .await
         .map_err(|error| super::database::DatabaseError::Connect {
             url: super::database::redact_url(database_url),

@@ -4,13 +4,15 @@
 use crate::harness::*;
 use identity_graph_backfill::backfill::{
     domain::JobStatus,
-    sinks::{postgres::linked_users, postgres::PostgresGraph, IdentityGraph, SourceUser},
+    identifiers::{GraphUser, Normalizer},
+    sinks::{postgres::linked_users, postgres::PostgresGraph, IdentityGraph},
+    source::SourceUser,
 };
 use serde_json::json;
 use sqlx::PgPool;
 
-fn user(id: i64, email: &str, device: Option<&str>) -> SourceUser {
-    SourceUser {
+fn user(id: i64, email: &str, device: Option<&str>) -> GraphUser {
+    Normalizer::default().user(SourceUser {
         id,
         email: Some(email.into()),
         phone: None,
@@ -19,7 +21,8 @@ fn user(id: i64, email: &str, device: Option<&str>) -> SourceUser {
         last_login_ip: None,
         device_id: device.map(str::to_string),
         deleted_at: None,
-    }
+        observed_at: chrono::Utc::now(),
+    })
 }
 
 #[sqlx::test]

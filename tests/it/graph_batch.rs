@@ -6,8 +6,9 @@ use crate::harness::*;
 use chrono::{DateTime, Utc};
 use identity_graph_backfill::backfill::{
     domain::JobStatus,
-    sinks::{postgres::PostgresGraph, IdentityGraph, SourceUser},
-    source,
+    identifiers::{GraphUser, Normalizer},
+    sinks::{postgres::PostgresGraph, IdentityGraph},
+    source::{self, SourceUser},
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -80,15 +81,15 @@ async fn source_users(pool: &PgPool) -> Vec<SourceUser> {
 }
 
 /// The users a real run writes: not deleted, with an identifier.
-fn eligible(users: &[SourceUser]) -> Vec<&SourceUser> {
+fn eligible(users: &[GraphUser]) -> Vec<&GraphUser> {
     users
         .iter()
-        .filter(|u| u.deleted_at.is_none() && !u.identifiers().is_empty())
+        .filter(|u| !u.deleted && u.has_identifiers())
         .collect()
 }
 
-fn user(id: i64, email: &str, device: &str, ip: &str) -> SourceUser {
-    SourceUser {
+fn user(id: i64, email: &str, device: &str, ip: &str) -> GraphUser {
+    Normalizer::default().user(SourceUser {
         id,
         email: Some(email.to_string()),
         phone: None,
@@ -97,7 +98,8 @@ fn user(id: i64, email: &str, device: &str, ip: &str) -> SourceUser {
         last_login_ip: None,
         device_id: Some(device.to_string()),
         deleted_at: None,
-    }
+        observed_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    })
 }
 
 /// A value no btree index can hold (random hex does not compress): the
@@ -116,24 +118,34 @@ fn unindexable_value() -> String {
 
 /// The built-in graph's write before chunks, kept here as the reference the
 /// batched writes are compared with: three autocommitted statements per user.
-async fn write_per_user(pool: &PgPool, user: &SourceUser) -> Result<(), sqlx::Error> {
-    let mut identifiers = user.identifiers();
-    identifiers.sort();
-    identifiers.dedup();
-    let (kinds, values): (Vec<&str>, Vec<&str>) = identifiers.into_iter().unzip();
+async fn write_per_user(pool: &PgPool, user: &GraphUser) -> Result<(), sqlx::Error> {
+    let (kinds, values): (Vec<&str>, Vec<&str>) = user
+        .identifiers()
+        .into_iter()
+        .map(|(kind, value)| (kind.as_str(), value))
+        .unzip();
     sqlx::query(
         "INSERT INTO identity_graph_users (user_id, email, phone, created_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id) DO UPDATE
            SET email = EXCLUDED.email, phone = EXCLUDED.phone, created_at = EXCLUDED.created_at,
-               synced_at = now()
-         WHERE (identity_graph_users.email, identity_graph_users.phone, identity_graph_users.created_at)
-               IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.phone, EXCLUDED.created_at)",
+               synced_at = now()",
     )
     .bind(user.id)
     .bind(&user.email)
     .bind(&user.phone)
     .bind(user.created_at)
+    .execute(pool)
+    .await?;
+    // A write is the user's whole identity: links it no longer has go.
+    sqlx::query(
+        "DELETE FROM identity_graph_links l USING identity_graph_identifiers i
+         WHERE l.user_id = $1 AND i.id = l.identifier_id
+           AND (i.kind, i.value) NOT IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+    )
+    .bind(user.id)
+    .bind(&kinds)
+    .bind(&values)
     .execute(pool)
     .await?;
     if kinds.is_empty() {
@@ -167,7 +179,11 @@ async fn write_per_user(pool: &PgPool, user: &SourceUser) -> Result<(), sqlx::Er
 #[sqlx::test]
 async fn a_batched_run_builds_the_same_graph_as_per_user_writes(pool: PgPool) {
     seed(&pool, 3_000).await;
-    let users = source_users(&pool).await;
+    let users: Vec<GraphUser> = source_users(&pool)
+        .await
+        .into_iter()
+        .map(|row| Normalizer::default().user(row))
+        .collect();
     let graph = PostgresGraph::new(pool.clone());
 
     // Today's writes: three autocommitted statements per eligible user.
@@ -205,10 +221,10 @@ async fn a_batched_run_builds_the_same_graph_as_per_user_writes(pool: PgPool) {
 #[sqlx::test]
 async fn rewriting_a_chunk_changes_nothing_and_a_changed_user_is_updated(pool: PgPool) {
     let graph = PostgresGraph::new(pool.clone());
-    let mut users: Vec<SourceUser> = (1..=20)
+    let mut users: Vec<GraphUser> = (1..=20)
         .map(|id| user(id, &format!("u{id}@example.com"), "device-a", "10.0.0.1"))
         .collect();
-    let chunk: Vec<&SourceUser> = users.iter().collect();
+    let chunk: Vec<&GraphUser> = users.iter().collect();
     assert!(graph.write_users(&chunk).await.iter().all(Result::is_ok));
     let xmins = |pool: PgPool| async move {
         let rows: Vec<(String,)> = sqlx::query_as(
@@ -231,8 +247,10 @@ async fn rewriting_a_chunk_changes_nothing_and_a_changed_user_is_updated(pool: P
     );
 
     let original = users.clone();
+    // A later read of user 5, with a new email.
     users[4].email = Some("changed@example.com".into());
-    let chunk: Vec<&SourceUser> = users.iter().collect();
+    users[4].observed_at += chrono::Duration::seconds(1);
+    let chunk: Vec<&GraphUser> = users.iter().collect();
     assert!(graph.write_users(&chunk).await.iter().all(Result::is_ok));
     let email: Option<String> =
         sqlx::query_scalar("SELECT email FROM identity_graph_users WHERE user_id = 5")
@@ -241,8 +259,18 @@ async fn rewriting_a_chunk_changes_nothing_and_a_changed_user_is_updated(pool: P
             .unwrap();
     assert_eq!(email.as_deref(), Some("changed@example.com"));
 
+    let emails: Vec<String> = sqlx::query_scalar(
+        "SELECT i.value FROM identity_graph_links l
+         JOIN identity_graph_identifiers i ON i.id = l.identifier_id
+         WHERE l.user_id = 5 AND i.kind = 'email'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(emails, ["changed@example.com"], "the old email's link is gone");
+
     // Per-user writes of the same two versions agree (the old email's node
-    // and link stay in both: the graph only adds).
+    // stays in both, linked to nobody).
     let batched = graph_of(&pool).await;
     empty_the_graph(&pool).await;
     for u in original.iter().chain(&users) {
@@ -256,7 +284,7 @@ async fn concurrent_chunks_sharing_identifiers_neither_deadlock_nor_lose_links(p
     let graph = PostgresGraph::new(pool.clone());
     // 600 users over 12 devices, 30 IPs and 5 shared emails: every chunk
     // shares identifiers with every other.
-    let users: Vec<SourceUser> = (1..=600)
+    let users: Vec<GraphUser> = (1..=600)
         .map(|id| {
             user(
                 id,
@@ -266,7 +294,7 @@ async fn concurrent_chunks_sharing_identifiers_neither_deadlock_nor_lose_links(p
             )
         })
         .collect();
-    let refs: Vec<&SourceUser> = users.iter().collect();
+    let refs: Vec<&GraphUser> = users.iter().collect();
     for u in &refs {
         write_per_user(&pool, u).await.unwrap();
     }
@@ -306,7 +334,7 @@ async fn a_chunk_waits_for_an_uncommitted_identifier_and_links_to_it(pool: PgPoo
         .fetch_one(&mut *other)
         .await
         .unwrap();
-        let users: Vec<SourceUser> = (1..=10)
+        let users: Vec<GraphUser> = (1..=10)
             .map(|id| {
                 user(
                     id,
@@ -316,7 +344,7 @@ async fn a_chunk_waits_for_an_uncommitted_identifier_and_links_to_it(pool: PgPoo
                 )
             })
             .collect();
-        let refs: Vec<&SourceUser> = users.iter().collect();
+        let refs: Vec<&GraphUser> = users.iter().collect();
         let write = graph.write_users(&refs);
         tokio::pin!(write);
         assert!(
@@ -356,7 +384,7 @@ async fn a_chunk_waits_for_an_uncommitted_identifier_and_links_to_it(pool: PgPoo
 async fn one_bad_user_in_a_chunk_fails_alone(pool: PgPool) {
     let graph = PostgresGraph::new(pool.clone());
     let bad = unindexable_value();
-    let mut users: Vec<SourceUser> = (1..=40)
+    let mut users: Vec<GraphUser> = (1..=40)
         .map(|id| {
             user(
                 id,
@@ -368,7 +396,7 @@ async fn one_bad_user_in_a_chunk_fails_alone(pool: PgPool) {
         .collect();
     users[16].device_id = Some(bad.clone());
     users[30].device_id = Some(format!("{bad}-2"));
-    let refs: Vec<&SourceUser> = users.iter().collect();
+    let refs: Vec<&GraphUser> = users.iter().collect();
 
     let outcomes = graph.write_users(&refs).await;
     assert_eq!(outcomes.len(), 40);
@@ -442,7 +470,7 @@ async fn a_chunk_whose_connection_is_killed_is_written_again(pool: PgPool) {
         .execute(&mut *other)
         .await
         .unwrap();
-    let users: Vec<SourceUser> = (1..=30)
+    let users: Vec<GraphUser> = (1..=30)
         .map(|id| {
             user(
                 id,
@@ -452,7 +480,7 @@ async fn a_chunk_whose_connection_is_killed_is_written_again(pool: PgPool) {
             )
         })
         .collect();
-    let refs: Vec<&SourceUser> = users.iter().collect();
+    let refs: Vec<&GraphUser> = users.iter().collect();
     let write = graph.write_users(&refs);
     tokio::pin!(write);
 

@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
 const BACKFILL_PARTS: &[&[&str]] = &[
     &["domain", "transient"],
     &["source"],
+    &["identifiers"],
     &["store", "sinks"],
     &["runner"],
     &["engine"],

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use identity_graph_backfill::backfill::{
     domain::PauseReason,
     runner::{Clock, Lease, Position, RunSignals, Runner, Step},
-    sinks::{IdentityGraph, SinkError, SourceUser},
+    sinks::{GraphBinding, GraphUser, IdentityGraph, SinkError},
     store::{self, RetryPass, RunEnd},
 };
 use serde_json::{json, Value};
@@ -68,7 +68,11 @@ impl TestGraph {
 }
 
 impl IdentityGraph for TestGraph {
-    fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn binding(&self) -> GraphBinding {
+        GraphBinding::http("http://test-graph.invalid")
+    }
+
+    fn write_user<'a>(&'a self, user: &'a GraphUser) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let id = user.id;
             self.calls.lock().unwrap().push(id);
@@ -137,7 +141,7 @@ async fn claim_job(pool: &PgPool, graph: &Arc<TestGraph>, key: &str, mut json: V
     let (options, _) = request(json).resolve(900_000).unwrap();
     let token = format!("test-replica/run-{}", RUNS.fetch_add(1, Ordering::SeqCst));
     let mut tx = pool.begin().await.unwrap();
-    let row = store::claim_for_start(&mut tx, &options, &token, OPERATOR)
+    let row = store::claim_for_start(&mut tx, &options, &token, OPERATOR, None)
         .await
         .unwrap()
         .expect("the job is startable");

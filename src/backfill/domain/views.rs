@@ -46,6 +46,14 @@ pub struct Job {
     pub source_max_id: Option<i64>,
     /// Why the row could not be read, when `status` is `unreadable`.
     pub unreadable_reason: Option<String>,
+    /// Source values that normalization dropped, by `"kind: reason"` (for
+    /// example `"email: not an address"`), over the job's first reads.
+    #[serde(default)]
+    pub dropped_identifiers: std::collections::BTreeMap<String, i64>,
+    /// The Identity Graph the job is bound to: `postgres`, or `http <url>`.
+    /// `None` for a dry run, or a job no real run has started yet.
+    #[serde(default)]
+    pub graph: Option<String>,
 }
 
 pub fn progress_label(scanned: i64, cursor: i64) -> String {
@@ -147,6 +155,11 @@ pub struct Coverage {
     /// With the built-in graph: eligible users up to the cursor that the graph
     /// does not hold and that have no unresolved failure.
     pub missing_from_graph: Option<i64>,
+    /// Users at or below the cursor that arrived after the scan passed their
+    /// id (a late commit, an import with a low id); counted in
+    /// `users_up_to_cursor`, and caught up by the job's next run.
+    #[serde(default)]
+    pub late_arrivals: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

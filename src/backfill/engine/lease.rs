@@ -40,7 +40,9 @@ impl Engine {
     /// Renews the lease and watches the row for a stop from another replica.
     /// A run that cannot confirm its lease for half the TTL stops itself
     /// before the lease can expire, so it never writes beside its successor.
-    /// Never finishes: the run's end ends it.
+    /// Each query is bounded in time, and the runner reads the lease clock
+    /// itself, so a query that hangs fences the run as surely as one that
+    /// fails. Never finishes: the run's end ends it.
     pub(super) fn heartbeat(
         &self,
         lease: Lease,
@@ -54,10 +56,19 @@ impl Engine {
             loop {
                 tokio::time::sleep(poll_every).await;
                 let renew = last_renewal.elapsed() >= renew_every;
-                match store::heartbeat(&pool, &lease.job_key, &lease.token, renew).await {
+                let asked_at = Instant::now();
+                let answer = tokio::time::timeout(
+                    renew_every,
+                    store::heartbeat(&pool, &lease.job_key, &lease.token, renew),
+                )
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+                match answer {
                     Ok(Some(stop_requested)) => {
                         if renew {
-                            last_renewal = Instant::now();
+                            last_renewal = asked_at;
+                            // The row said `heartbeat_at = now()` no earlier than asked_at.
+                            signals.lease_clock.confirm(asked_at);
                         }
                         if stop_requested {
                             signals.stop.cancel();

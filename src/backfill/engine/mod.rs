@@ -18,8 +18,9 @@ mod lease;
 mod watchdog;
 
 use super::domain::*;
-use super::runner::{Lease, Position, RunSignals, Runner};
-use super::sinks::IdentityGraph;
+use super::identifiers::Normalizer;
+use super::runner::{LeaseClock, Lease, Position, RunSignals, Runner};
+use super::sinks::{GraphBinding, IdentityGraph};
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
 use crate::request_context::internal_error;
@@ -42,6 +43,11 @@ pub struct EngineSettings {
     pub lease_ttl: Duration,
     /// The runtime cap a start gets when it names none.
     pub ui_runtime_cap_ms: u64,
+    /// The longest any one engine statement may run (the engine's pool
+    /// sets it on its connections; kept here for the log and the docs).
+    pub statement_timeout: Duration,
+    /// How source rows become identifiers (`IDENTITY_GRAPH_PHONE_REGION`).
+    pub normalizer: Normalizer,
 }
 
 /// Where the engine's background work runs, and the pool it uses there.
@@ -93,6 +99,9 @@ struct Inner {
     /// Wakes the watchdog before its interval, e.g. after a run paused on
     /// transient database trouble.
     watchdog_wake: Notify,
+    /// Jobs bound to another graph that the watchdog has said it leaves alone
+    /// (it says so once per job).
+    foreign_jobs_logged: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -122,12 +131,18 @@ impl Engine {
                 shutdown,
                 tasks: TaskTracker::new(),
                 watchdog_wake: Notify::new(),
+                foreign_jobs_logged: Mutex::new(Default::default()),
             }),
         }
     }
 
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
+    }
+
+    /// The Identity Graph this replica writes to, if one is configured.
+    pub fn graph(&self) -> Option<GraphBinding> {
+        self.inner.sink.as_ref().map(|sink| sink.binding())
     }
 
     fn runtime_default(&self) -> u64 {
@@ -163,9 +178,14 @@ impl Engine {
         if !options.dry_run && self.inner.sink.is_none() {
             return Err(AppError::identity_graph_not_configured());
         }
+        // A real run binds the job to this replica's graph; a dry run writes nowhere.
+        let graph = self
+            .graph()
+            .filter(|_| !options.dry_run)
+            .map(|graph| graph.as_str().to_string());
         let token = self.new_lease_token();
         let mut tx = pool.begin().await.map_err(db)?;
-        let claimed = store::claim_for_start(&mut tx, &options, &token, actor)
+        let claimed = store::claim_for_start(&mut tx, &options, &token, actor, graph.as_deref())
             .await
             .map_err(db)?;
         let Some(row) = claimed else {
@@ -221,6 +241,16 @@ impl Engine {
         };
         if status.is_active() {
             return Ok(());
+        }
+        if let (Some(bound), Some(mine)) = (&existing.graph, self.graph()) {
+            if !options.dry_run && !options.reset_cursor && bound != mine.as_str() {
+                return Err(AppError::validation(
+                    "job_key",
+                    format!(
+                        "job {key} writes to the Identity Graph {bound}, but this replica is configured for {mine}; start it on a replica configured for {bound}, or start a fresh pass (reset_cursor) to rebind it to {mine}"
+                    ),
+                ));
+            }
         }
         if existing.dry_run != options.dry_run {
             return Err(AppError::validation(
@@ -317,12 +347,16 @@ impl Engine {
         let coverage = if job.status.is_active() || job.status == JobStatus::Unreadable {
             None
         } else {
-            let built_in = self
-                .inner
-                .sink
-                .as_ref()
-                .is_some_and(|sink| sink.is_built_in());
-            Some(store::coverage(pool, &row, built_in).await.map_err(db)?)
+            // The job's own graph, whichever replica answers.
+            let built_in = row
+                .graph
+                .as_deref()
+                .is_some_and(|graph| graph == GraphBinding::BUILT_IN);
+            Some(
+                store::coverage(pool, &row, &self.inner.settings.normalizer, built_in)
+                    .await
+                    .map_err(db)?,
+            )
         };
         Ok(JobDetail {
             job,
@@ -345,6 +379,7 @@ impl Engine {
             stop: CancellationToken::new(),
             shutdown: self.inner.shutdown.child_token(),
             lease_lost: CancellationToken::new(),
+            lease_clock: LeaseClock::new(self.inner.settings.lease_ttl / 2),
         };
         let lease = Lease {
             job_key: key.clone(),
@@ -366,7 +401,8 @@ impl Engine {
             position,
             signals.clone(),
         )
-        .with_finish_patience(self.inner.settings.lease_ttl / 2);
+        .with_finish_patience(self.inner.settings.lease_ttl / 2)
+        .with_normalizer(self.inner.settings.normalizer);
         let heartbeat = self.heartbeat(lease, signals.clone());
         let engine = self.clone();
         let span = tracing::info_span!("job", job_key = %key, run_id);

@@ -3,6 +3,7 @@
 //! whichever replica claims the job first.
 
 use super::Engine;
+use crate::backfill::sinks::GraphBinding;
 use crate::backfill::store;
 use std::time::Duration;
 use tracing::Instrument;
@@ -17,13 +18,14 @@ impl Engine {
     /// The watchdog's resume of a paused job, with its saved options.
     /// `false` when another replica (or a stop) got there first.
     pub async fn resume(&self, job_key: &str) -> Result<bool, sqlx::Error> {
-        if self.inner.sink.is_none() {
+        let Some(graph) = self.graph() else {
             return Ok(false);
-        }
+        };
         self.retire_local_run(job_key).await;
         let token = self.new_lease_token();
         let mut tx = self.inner.executor.pool.begin().await?;
-        let Some(row) = store::claim_for_resume(&mut tx, job_key, &token).await? else {
+        let Some(row) = store::claim_for_resume(&mut tx, job_key, &token, graph.as_str()).await?
+        else {
             tx.rollback().await?;
             return Ok(false);
         };
@@ -89,15 +91,37 @@ impl Engine {
             tokio::time::sleep(poll_every * 2).await;
         }
         let mut resumed = Vec::new();
-        for key in store::resumable_job_keys(&self.inner.executor.pool).await? {
+        let mine = self.graph();
+        for (key, bound) in store::resumable_jobs(&self.inner.executor.pool).await? {
             if self.inner.shutdown.is_cancelled() {
                 break;
+            }
+            if let (Some(bound), Some(mine)) = (&bound, &mine) {
+                if bound != mine.as_str() {
+                    self.log_foreign_job_once(&key, bound, mine);
+                    continue;
+                }
             }
             if self.resume(&key).await? {
                 resumed.push(key);
             }
         }
         Ok(resumed)
+    }
+
+    /// A job bound to another graph is not this replica's to resume; say so
+    /// once per job, not at every pass.
+    fn log_foreign_job_once(&self, job_key: &str, bound: &str, mine: &GraphBinding) {
+        let first = self
+            .inner
+            .foreign_jobs_logged
+            .lock()
+            .expect("foreign jobs lock")
+            .insert(job_key.to_string());
+        if first {
+            tracing::warn!(%job_key, job_graph = %bound, replica_graph = %mine,
+                "not resuming a job bound to another Identity Graph; a replica configured for its graph resumes it");
+        }
     }
 
     /// Runs the watchdog: a pass at start-up (so a restarted replica resumes

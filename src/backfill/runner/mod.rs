@@ -9,18 +9,19 @@
 mod window;
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
+use super::identifiers::{GraphUser, Normalizer};
 use super::sinks::{IdentityGraph, GRAPH_REQUEST_SECONDS};
 use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use super::transient::is_transient;
 use sqlx::PgPool;
 use std::sync::{
-    atomic::{AtomicU32, Ordering},
+    atomic::{AtomicU32, AtomicU64, Ordering},
     Arc,
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use window::Window;
+use window::{Handled, Window};
 
 /// How long users in flight may finish after a stop or a shutdown before
 /// they are dropped (a hanging Identity Graph must not hold a stop hostage).
@@ -39,6 +40,9 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// Where a run is in its order of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Users that arrived below the cursor after the scan passed their id
+    /// (the job's gaps): first, so a late user is never left behind.
+    CatchUp,
     /// Retrying recorded failures, continuing the saved pass.
     RetryFailures(RetryPass),
     /// The keyset scan after the cursor.
@@ -74,6 +78,57 @@ pub struct RunSignals {
     pub shutdown: CancellationToken,
     /// Set when the row no longer names this run's lease token.
     pub lease_lost: CancellationToken,
+    /// When the heartbeat last confirmed the lease.
+    pub lease_clock: LeaseClock,
+}
+
+/// When a run's lease was last confirmed, shared by its heartbeat (which
+/// confirms) and its runner (which starts no user once the confirmation is
+/// older than the fence). The runner reads the clock itself, so a heartbeat
+/// query that hangs rather than fails still fences the run in time.
+#[derive(Clone, Default)]
+pub struct LeaseClock(Option<Arc<LeaseClockInner>>);
+
+struct LeaseClockInner {
+    origin: Instant,
+    confirmed_ms: AtomicU64,
+    fence_after: Duration,
+}
+
+impl LeaseClock {
+    /// Confirmed now; stale once `fence_after` passes without a confirmation.
+    pub fn new(fence_after: Duration) -> Self {
+        LeaseClock(Some(Arc::new(LeaseClockInner {
+            origin: Instant::now(),
+            confirmed_ms: AtomicU64::new(0),
+            fence_after,
+        })))
+    }
+
+    /// The lease was confirmed by a heartbeat that started at `asked_at`.
+    pub fn confirm(&self, asked_at: Instant) {
+        if let Some(inner) = &self.0 {
+            let ms = asked_at.saturating_duration_since(inner.origin).as_millis() as u64;
+            inner.confirmed_ms.fetch_max(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// How long since the last confirmation.
+    pub fn unconfirmed_for(&self) -> Duration {
+        self.0.as_ref().map_or(Duration::ZERO, |inner| {
+            let confirmed =
+                inner.origin + Duration::from_millis(inner.confirmed_ms.load(Ordering::SeqCst));
+            confirmed.elapsed()
+        })
+    }
+
+    /// The lease has gone unconfirmed for the fence (half its TTL): the run
+    /// must start no user, since the watchdog may soon hand the job on.
+    pub fn is_stale(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|inner| self.unconfirmed_for() >= inner.fence_after)
+    }
 }
 
 impl RunSignals {
@@ -86,7 +141,19 @@ impl RunSignals {
     }
 
     fn is_interrupted(&self) -> bool {
+        self.fence_if_stale();
         self.stop.is_cancelled() || self.shutdown.is_cancelled() || self.lease_lost.is_cancelled()
+    }
+
+    /// Treats a lease unconfirmed for too long as lost.
+    fn fence_if_stale(&self) {
+        if !self.lease_lost.is_cancelled() && self.lease_clock.is_stale() {
+            tracing::warn!(
+                unconfirmed_ms = self.lease_clock.unconfirmed_for().as_millis() as u64,
+                "lease unconfirmed for half its TTL: the run starts no more users"
+            );
+            self.lease_lost.cancel();
+        }
     }
 }
 
@@ -154,6 +221,8 @@ pub struct Runner {
     latency: GraphLatency,
     /// How long to keep trying to record the run's end while the database is away.
     finish_patience: Duration,
+    /// Turns source rows into the identifiers the graph receives.
+    normalizer: Normalizer,
 }
 
 /// One user's outcome.
@@ -193,7 +262,7 @@ async fn sync_chunk(
     sink: Option<Arc<dyn IdentityGraph>>,
     streak: Arc<AtomicU32>,
     latency: GraphLatency,
-    users: Vec<SourceUser>,
+    users: Vec<GraphUser>,
     counts_toward_streak: bool,
 ) -> Vec<Outcome> {
     let Some(sink) = sink else {
@@ -203,7 +272,7 @@ async fn sync_chunk(
             .collect();
     };
     let started = Instant::now();
-    let chunk: Vec<&SourceUser> = users.iter().collect();
+    let chunk: Vec<&GraphUser> = users.iter().collect();
     let results = sink.write_users(&chunk).await;
     let histogram = if results.iter().all(Result::is_ok) {
         &latency.ok
@@ -239,6 +308,21 @@ async fn sync_chunk(
         .collect()
 }
 
+/// The ids the scan found absent: between `cursor` and the first handled
+/// id, and between each two handled ids that are not adjacent. A user that
+/// appears there later arrived after the scan passed (`Phase::CatchUp`).
+fn gaps_between(cursor: i64, handled: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
+    let mut gaps = Vec::new();
+    let mut previous = cursor;
+    for id in handled {
+        if id > previous.saturating_add(1) {
+            gaps.push((previous, id));
+        }
+        previous = id;
+    }
+    gaps
+}
+
 /// When a run started at `now` must end (its runtime cap), and when the retry
 /// pass's share of it ends (the first half; full mode only).
 fn time_limits(options: &StartOptions, now: Instant) -> (Instant, Option<Instant>) {
@@ -247,12 +331,12 @@ fn time_limits(options: &StartOptions, now: Instant) -> (Instant, Option<Instant
     (now + runtime, retry_share_ends)
 }
 
-fn classify(user: &SourceUser, dry_run: bool) -> Option<SkipReason> {
+fn classify(user: &GraphUser, dry_run: bool) -> Option<SkipReason> {
     if dry_run {
         Some(SkipReason::DryRun)
-    } else if user.deleted_at.is_some() {
+    } else if user.deleted {
         Some(SkipReason::Deleted)
-    } else if user.identifiers().is_empty() {
+    } else if !user.has_identifiers() {
         Some(SkipReason::NoIdentifiers)
     } else {
         None
@@ -291,7 +375,17 @@ impl Runner {
         };
         let clock: Clock = Arc::new(Instant::now);
         let (deadline, retry_share_ends) = time_limits(&options, clock());
-        let window = Window::after(pass.map_or(position.cursor, |pass| pass.position));
+        let catch_up = options.mode == Mode::Full;
+        let phase = match pass {
+            _ if catch_up => Phase::CatchUp,
+            Some(pass) => Phase::RetryFailures(pass),
+            None => Phase::Scan,
+        };
+        let window = Window::after(match phase {
+            Phase::CatchUp => 0,
+            Phase::RetryFailures(pass) => pass.position,
+            Phase::Scan => position.cursor,
+        });
         let latency = GraphLatency::for_job(&lease.job_key);
         Self {
             clock,
@@ -303,14 +397,22 @@ impl Runner {
             lease,
             signals,
             cursor: position.cursor,
-            phase: pass.map_or(Phase::Scan, Phase::RetryFailures),
+            phase,
             retried_before_scan: false,
             pass,
             window,
             streak: Arc::new(AtomicU32::new(0)),
             latency,
             finish_patience: Duration::from_secs(10),
+            normalizer: Normalizer::default(),
         }
+    }
+
+    /// Normalizes identifiers with `normalizer` (its phone region) instead
+    /// of the default, which reads no national phone numbers.
+    pub fn with_normalizer(mut self, normalizer: Normalizer) -> Self {
+        self.normalizer = normalizer;
+        self
     }
 
     /// Reads the time from `clock` instead of `Instant::now`; the run's
@@ -338,6 +440,7 @@ impl Runner {
     }
 
     fn halt(&self) -> Option<Halt> {
+        self.signals.fence_if_stale();
         if self.signals.stop.is_cancelled() || self.signals.lease_lost.is_cancelled() {
             Some(Halt::Stop)
         } else if self.signals.shutdown.is_cancelled() {
@@ -363,7 +466,7 @@ impl Runner {
         }
         match self.phase {
             Phase::RetryFailures(_) => !self.retry_share_used(),
-            Phase::Scan => true,
+            Phase::CatchUp | Phase::Scan => true,
         }
     }
 
@@ -383,10 +486,23 @@ impl Runner {
 
     /// The page after the window's reach: recorded failures in the retry
     /// pass, source users in the scan.
-    async fn fetch_page(&self) -> Result<Vec<SourceUser>, StepError> {
+    async fn fetch_page(&self) -> Result<Vec<GraphUser>, StepError> {
+        let rows = self.fetch_rows().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| self.normalizer.user(row))
+            .collect())
+    }
+
+    async fn fetch_rows(&self) -> Result<Vec<SourceUser>, StepError> {
         let after = self.window.fetched_through();
         let batch_size = self.options.batch_size;
         match self.phase {
+            Phase::CatchUp => {
+                source::late_users_after(&self.pool, &self.lease.job_key, after, batch_size)
+                    .await
+                    .map_err(StepError::at("reading users that arrived below the cursor"))
+            }
             Phase::RetryFailures(pass) => source::failed_users_after(
                 &self.pool,
                 &self.lease.job_key,
@@ -415,7 +531,7 @@ impl Runner {
     /// chunks in flight finish; a stop, a shutdown or a lost lease gives them
     /// a short grace and then drops them, and every user of a dropped chunk
     /// is unhandled — so the prefix, and the checkpoint, stops before it.
-    async fn advance_window(&mut self) -> Result<Vec<(i64, Outcome)>, StepError> {
+    async fn advance_window(&mut self) -> Result<Vec<Handled>, StepError> {
         let limit = self.options.concurrency.max(1) as usize;
         let batch = self.options.batch_size.max(1) as usize;
         let preferred = self.sink.as_ref().map_or(1, |sink| sink.preferred_chunk());
@@ -425,7 +541,7 @@ impl Runner {
         // How far past a slow user the window may reach before it waits for
         // it: bounds the users held in memory, not the run's speed.
         let max_span = (4 * batch).max(MIN_WINDOW_SPAN);
-        let counts_toward_streak = self.phase == Phase::Scan;
+        let counts_toward_streak = matches!(self.phase, Phase::CatchUp | Phase::Scan);
         let dry_run = self.options.dry_run;
         loop {
             if self.signals.is_interrupted() {
@@ -493,6 +609,7 @@ impl Runner {
     fn enter_phase(&mut self, phase: Phase) {
         self.window.abort_in_flight();
         self.window = Window::after(match phase {
+            Phase::CatchUp => 0,
             Phase::RetryFailures(pass) => pass.position,
             Phase::Scan => self.cursor,
         });
@@ -534,7 +651,18 @@ impl Runner {
             scanned: handled.len() as i64,
             ..Default::default()
         };
-        for (user_id, outcome) in &handled {
+        let first_time = matches!(self.phase, Phase::CatchUp | Phase::Scan);
+        for Handled {
+            id: user_id,
+            outcome,
+            dropped,
+        } in &handled
+        {
+            if first_time {
+                for value in dropped {
+                    *batch.dropped.entry(value.to_string()).or_default() += 1;
+                }
+            }
             match outcome {
                 Outcome::Processed => {
                     batch.processed += 1;
@@ -561,8 +689,11 @@ impl Runner {
                 }
             }
         }
-        let last_handled = handled.last().map(|(user_id, _)| *user_id);
+        let last_handled = handled.last().map(|user| user.id);
         match self.phase {
+            Phase::CatchUp => {
+                batch.caught_up = handled.iter().map(|user| user.id).collect();
+            }
             Phase::RetryFailures(pass) => {
                 // A retried user was already counted as failed: move it, do not count it twice.
                 batch.failed -= handled.len() as i64;
@@ -577,6 +708,7 @@ impl Runner {
             }
             Phase::Scan => {
                 batch.cursor = last_handled;
+                batch.gaps = gaps_between(self.cursor, handled.iter().map(|user| user.id));
                 if last_handled.is_some() {
                     self.retried_before_scan = false;
                 }
@@ -614,6 +746,10 @@ impl Runner {
     /// such), or the scan reached the end of the source.
     async fn phase_exhausted(&mut self) -> Result<Step, StepError> {
         match self.phase {
+            Phase::CatchUp => {
+                self.enter_phase(self.pass.map_or(Phase::Scan, Phase::RetryFailures));
+                Ok(Step::Continue)
+            }
             Phase::RetryFailures(_) => {
                 let done = Checkpoint {
                     retry_pass: RetryPassUpdate::Done,

@@ -5,7 +5,7 @@
 
 use super::Outcome;
 use crate::backfill::domain::SkipReason;
-use crate::backfill::source::SourceUser;
+use crate::backfill::identifiers::{Dropped, GraphUser};
 use std::collections::{HashMap, VecDeque};
 use tokio::task::{Id as TaskId, JoinSet};
 
@@ -13,8 +13,17 @@ use tokio::task::{Id as TaskId, JoinSet};
 struct Entry {
     id: i64,
     /// Taken when the user is started.
-    user: Option<SourceUser>,
+    user: Option<GraphUser>,
     outcome: Option<Outcome>,
+    /// Values normalization dropped, counted once the user is checkpointed.
+    dropped: Vec<Dropped>,
+}
+
+/// A checkpointed user: its id, its outcome, and the values normalization dropped.
+pub(super) struct Handled {
+    pub id: i64,
+    pub outcome: Outcome,
+    pub dropped: Vec<Dropped>,
 }
 
 /// The position of a user in the window since the window began; stable
@@ -93,13 +102,14 @@ impl Window {
     }
 
     /// Appends the next page; an empty page means the phase has no more users.
-    pub(super) fn push_page(&mut self, page: Vec<SourceUser>) {
+    pub(super) fn push_page(&mut self, page: Vec<GraphUser>) {
         match page.last() {
             None => self.exhausted = true,
             Some(last) => self.fetched_through = last.id,
         }
         self.entries.extend(page.into_iter().map(|user| Entry {
             id: user.id,
+            dropped: user.dropped.clone(),
             user: Some(user),
             outcome: None,
         }));
@@ -113,8 +123,8 @@ impl Window {
         &mut self,
         chunk_size: usize,
         enough: usize,
-        skip_of: impl Fn(&SourceUser) -> Option<SkipReason>,
-    ) -> Vec<(Seq, SourceUser)> {
+        skip_of: impl Fn(&GraphUser) -> Option<SkipReason>,
+    ) -> Vec<(Seq, GraphUser)> {
         let mut chunk = Vec::with_capacity(chunk_size);
         while self.next_to_start < self.entries.len()
             && chunk.len() < chunk_size
@@ -181,13 +191,17 @@ impl Window {
         self.in_flight.abort_all();
     }
 
-    /// Removes the handled prefix, for a checkpoint: each user's id and outcome.
-    pub(super) fn take_prefix(&mut self) -> Vec<(i64, Outcome)> {
+    /// Removes the handled prefix, for a checkpoint.
+    pub(super) fn take_prefix(&mut self) -> Vec<Handled> {
         let count = self.handled_front;
         let prefix = self
             .entries
             .drain(..count)
-            .map(|entry| (entry.id, entry.outcome.expect("the prefix is handled")))
+            .map(|entry| Handled {
+                id: entry.id,
+                outcome: entry.outcome.expect("the prefix is handled"),
+                dropped: entry.dropped,
+            })
             .collect();
         self.front_seq += count as Seq;
         self.next_to_start -= count;

@@ -1,6 +1,6 @@
 //! The external Identity Graph API: `PUT {url}/users/{id}` with a bearer token.
 
-use super::{IdentityGraph, SinkError, SourceUser};
+use super::{GraphBinding, GraphUser, IdentityGraph, SinkError};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use reqwest::{header, StatusCode};
@@ -44,13 +44,17 @@ pub struct HttpGraph {
     base_backoff: Duration,
 }
 
-/// The body of `PUT /users/{id}`, serialized straight from the source row.
+/// The body of `PUT /users/{id}`: the user's whole identity, normalized
+/// (`backfill::identifiers`), serialized straight from the user.
 #[derive(Serialize)]
 pub struct UserBody<'a> {
     user_id: i64,
     email: Option<&'a str>,
     phone: Option<&'a str>,
     created_at: DateTime<Utc>,
+    /// When the source row was read: a graph keeps the newest read of a
+    /// user and ignores an older one ("newest read wins").
+    observed_at: DateTime<Utc>,
     identifiers: IdentifiersBody<'a>,
 }
 
@@ -83,12 +87,13 @@ impl HttpGraph {
         }
     }
 
-    pub fn request_body(user: &SourceUser) -> UserBody<'_> {
+    pub fn request_body(user: &GraphUser) -> UserBody<'_> {
         UserBody {
             user_id: user.id,
             email: user.email.as_deref(),
             phone: user.phone.as_deref(),
             created_at: user.created_at,
+            observed_at: user.observed_at,
             identifiers: IdentifiersBody {
                 email: user.email.as_deref(),
                 phone: user.phone.as_deref(),
@@ -112,7 +117,7 @@ impl HttpGraph {
             })
     }
 
-    async fn write(&self, user: &SourceUser) -> Result<(), SinkError> {
+    async fn write(&self, user: &GraphUser) -> Result<(), SinkError> {
         let url = self.user_url(user.id)?;
         let body = Self::request_body(user);
         let mut last_error = String::new();
@@ -171,8 +176,12 @@ impl HttpGraph {
 }
 
 impl IdentityGraph for HttpGraph {
-    fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write_user<'a>(&'a self, user: &'a GraphUser) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(self.write(user))
+    }
+
+    fn binding(&self) -> GraphBinding {
+        GraphBinding::http(&self.base_url)
     }
 }
 
@@ -219,26 +228,30 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backfill::identifiers::{Normalizer, PhoneRegion};
+    use crate::backfill::source::SourceUser;
     use chrono::TimeZone;
 
-    fn user(device_id: Option<&str>) -> SourceUser {
-        SourceUser {
+    fn user(device_id: Option<&str>) -> GraphUser {
+        Normalizer::new(Some(PhoneRegion::parse("US").unwrap())).user(SourceUser {
             id: 42,
-            email: Some("a@example.com".into()),
+            email: Some(" A@Example.com ".into()),
             phone: None,
             created_at: Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap(),
             signup_ip: Some("10.0.0.1".into()),
-            last_login_ip: None,
+            last_login_ip: Some("::ffff:10.0.0.1".into()),
             device_id: device_id.map(str::to_string),
             deleted_at: None,
-        }
+            observed_at: Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
+        })
     }
 
     #[test]
     fn the_body_is_the_documented_json() {
         for (device, device_ids) in [
-            (Some("d-1"), serde_json::json!(["d-1"])),
+            (Some(" d-1 "), serde_json::json!(["d-1"])),
             (None, serde_json::json!([])),
+            (Some("  "), serde_json::json!([])),
         ] {
             let user = user(device);
             let body = serde_json::to_value(HttpGraph::request_body(&user)).unwrap();
@@ -249,6 +262,7 @@ mod tests {
                     "email": "a@example.com",
                     "phone": null,
                     "created_at": "2024-05-06T07:08:09Z",
+                    "observed_at": "2025-01-02T03:04:05Z",
                     "identifiers": {
                         "email": "a@example.com",
                         "phone": null,

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use sqlx::PgPool;
 use std::sync::Arc;
 
-pub use super::source::SourceUser;
+pub use super::identifiers::GraphUser;
 
 /// The histogram of Identity Graph calls (one per user over HTTP, one per
 /// chunk into the built-in graph), in seconds, labelled by `outcome`: `ok`
@@ -21,8 +21,10 @@ pub const GRAPH_REQUEST_SECONDS: &str = "identity_graph_request_duration_seconds
 pub struct SinkError(pub String);
 
 pub trait IdentityGraph: Send + Sync + 'static {
-    /// Writes (upserts) one user. Must be idempotent: delivery is at least once.
-    fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Writes one user: its whole identity, replacing what the graph held
+    /// for it, unless the graph holds a newer read (`observed_at`). Must be
+    /// idempotent: delivery is at least once.
+    fn write_user<'a>(&'a self, user: &'a GraphUser) -> BoxFuture<'a, Result<(), SinkError>>;
 
     /// Writes (upserts) a chunk of users: one outcome per user, in the order
     /// given, so one bad user fails alone. Idempotent like `write_user`.
@@ -31,7 +33,7 @@ pub trait IdentityGraph: Send + Sync + 'static {
     /// adapter that can write a set at once (the built-in graph) overrides it.
     fn write_users<'a>(
         &'a self,
-        users: &'a [&'a SourceUser],
+        users: &'a [&'a GraphUser],
     ) -> BoxFuture<'a, Vec<Result<(), SinkError>>> {
         Box::pin(async move {
             let mut outcomes = Vec::with_capacity(users.len());
@@ -53,6 +55,57 @@ pub trait IdentityGraph: Send + Sync + 'static {
     /// can count the users it holds.
     fn is_built_in(&self) -> bool {
         false
+    }
+
+    /// Names this graph for the job it binds (`GraphBinding`).
+    fn binding(&self) -> GraphBinding;
+}
+
+/// The Identity Graph a job writes to, as its row records it: `postgres`,
+/// or `http <url>` with any credentials removed from the URL. A replica
+/// configured with another graph neither starts nor resumes the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphBinding(String);
+
+impl GraphBinding {
+    pub const BUILT_IN: &'static str = "postgres";
+
+    pub fn built_in() -> Self {
+        GraphBinding(Self::BUILT_IN.to_string())
+    }
+
+    /// `http <url>`, without user name, password, query or trailing slash.
+    pub fn http(url: &str) -> Self {
+        let shown = match reqwest::Url::parse(url) {
+            Ok(mut parsed) => {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+                parsed.set_query(None);
+                parsed.set_fragment(None);
+                parsed.as_str().trim_end_matches('/').to_string()
+            }
+            Err(_) => url.trim_end_matches('/').to_string(),
+        };
+        GraphBinding(format!("http {shown}"))
+    }
+
+    /// A binding read back from a job row.
+    pub fn stored(text: String) -> Self {
+        GraphBinding(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_built_in(&self) -> bool {
+        self.0 == Self::BUILT_IN
+    }
+}
+
+impl std::fmt::Display for GraphBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

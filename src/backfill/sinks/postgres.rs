@@ -1,5 +1,7 @@
 //! The built-in identity graph: identifier nodes and user→identifier links in
-//! Postgres. Every write is an idempotent upsert.
+//! Postgres. Every write replaces the user's identity (its row and exactly
+//! its current links) unless the graph holds a newer read of the user; it is
+//! idempotent.
 //!
 //! The runner hands the graph chunks of users. A chunk is written in one
 //! transaction of three set-based statements (users, identifiers, links),
@@ -8,7 +10,7 @@
 //! reason that may be one user's fault is split in halves until the users at
 //! fault are found; each of them fails alone.
 
-use super::{IdentityGraph, SinkError, SourceUser};
+use super::{GraphBinding, GraphUser, IdentityGraph, SinkError};
 use crate::backfill::transient::is_transient;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
@@ -30,19 +32,24 @@ pub struct PostgresGraph {
     base_backoff: Duration,
 }
 
-/// The users upsert. `ORDER BY` makes every writer take the users' row locks
-/// in one order.
+/// The users upsert: a user's row is replaced unless the graph already holds
+/// this read of it or a newer one (`observed_at`), so a re-delivered write
+/// changes nothing. `ORDER BY` makes every writer take the users'
+/// row locks in one order, and the lock is taken even when the newer-read
+/// guard turns the update down. Returns the users this write applies to,
+/// and whether each is new to the graph (a new user has no links to drop).
 const UPSERT_USERS: &str = "
-    INSERT INTO identity_graph_users (user_id, email, phone, created_at)
-    SELECT user_id, email, phone, created_at
-    FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[])
-         AS t(user_id, email, phone, created_at)
+    INSERT INTO identity_graph_users (user_id, email, phone, created_at, observed_at)
+    SELECT user_id, email, phone, created_at, observed_at
+    FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+         AS t(user_id, email, phone, created_at, observed_at)
     ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE
       SET email = EXCLUDED.email, phone = EXCLUDED.phone, created_at = EXCLUDED.created_at,
-          synced_at = now()
-    WHERE (identity_graph_users.email, identity_graph_users.phone, identity_graph_users.created_at)
-          IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.phone, EXCLUDED.created_at)";
+          observed_at = EXCLUDED.observed_at, synced_at = now()
+    WHERE identity_graph_users.observed_at IS NULL
+       OR identity_graph_users.observed_at < EXCLUDED.observed_at
+    RETURNING user_id, (xmax = 0) AS inserted";
 
 /// The identifier nodes, distinct, in one order for every writer (the
 /// arrays come sorted by byte order and are inserted in array order, so the
@@ -57,22 +64,37 @@ const INSERT_IDENTIFIERS: &str = "
     ON CONFLICT (kind, value) DO NOTHING
     RETURNING id, kind, value";
 
-/// The links. An identifier this chunk inserted comes with its id; any other
-/// is looked up, in a separate statement after the identifiers on purpose:
-/// under READ COMMITTED it takes a fresh snapshot, so it sees an identifier
-/// that another writer committed while the statement before waited for it.
-/// The lookup is a correlated probe, which can only be planned as a probe of
-/// the `(kind, value)` unique index (a join may be planned as a hash join
-/// over a sequential scan while the table is small, and a prepared generic
-/// plan keeps it as the table grows). A lookup that finds nothing would
-/// insert a NULL and fail the chunk loudly rather than drop a link.
-const INSERT_LINKS: &str = "
+/// The links: each written user's links become exactly its identifiers.
+/// An identifier this chunk inserted comes with its id; any other is looked
+/// up, in a separate statement after the identifiers on purpose: under READ
+/// COMMITTED it takes a fresh snapshot, so it sees an identifier that another
+/// writer committed while the statement before waited for it. The lookup is
+/// a correlated probe, which can only be planned as a probe of the
+/// `(kind, value)` unique index (a join may be planned as a hash join over a
+/// sequential scan while the table is small, and a prepared generic plan
+/// keeps it as the table grows). A lookup that finds nothing would insert a
+/// NULL and fail the chunk loudly rather than drop a link.
+///
+/// Links of a user that was already in the graph (`$5`) and are not among
+/// its identifiers now are deleted: the write is the user's whole identity,
+/// like the HTTP graph's `PUT`. Only the writer holding the user's row lock
+/// (taken by the users upsert) touches that user's links, so the delete adds
+/// no lock another chunk could wait on in another order.
+const REPLACE_LINKS: &str = "
+    WITH wanted AS MATERIALIZED (
+        SELECT t.user_id,
+               coalesce(t.identifier_id,
+                        (SELECT i.id FROM identity_graph_identifiers i
+                         WHERE i.kind = t.kind AND i.value = t.value)) AS identifier_id
+        FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[])
+             AS t(user_id, identifier_id, kind, value)),
+    stale AS (
+        DELETE FROM identity_graph_links l
+        WHERE l.user_id = ANY($5::int8[])
+          AND NOT EXISTS (SELECT 1 FROM wanted w
+                          WHERE w.user_id = l.user_id AND w.identifier_id = l.identifier_id))
     INSERT INTO identity_graph_links (user_id, identifier_id)
-    SELECT t.user_id,
-           coalesce(t.identifier_id,
-                    (SELECT i.id FROM identity_graph_identifiers i
-                     WHERE i.kind = t.kind AND i.value = t.value))
-    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[]) AS t(user_id, identifier_id, kind, value)
+    SELECT user_id, identifier_id FROM wanted
     ORDER BY 1, 2
     ON CONFLICT DO NOTHING";
 
@@ -84,33 +106,31 @@ impl PostgresGraph {
         }
     }
 
-    /// Writes one chunk in one transaction. Users are deduplicated by id (the
-    /// last one given wins), identifiers and links by value.
-    async fn write_chunk(&self, users: &[&SourceUser]) -> Result<(), sqlx::Error> {
-        let by_id: BTreeMap<i64, &SourceUser> = users.iter().map(|user| (user.id, *user)).collect();
+    /// Writes one chunk in one transaction. Users are deduplicated by id
+    /// (the newest read wins, then the last one given), identifiers and
+    /// links by value.
+    async fn write_chunk(&self, users: &[&GraphUser]) -> Result<(), sqlx::Error> {
+        let mut by_id: BTreeMap<i64, &GraphUser> = BTreeMap::new();
+        for user in users {
+            let newest = by_id
+                .get(&user.id)
+                .is_none_or(|held| held.observed_at <= user.observed_at);
+            if newest {
+                by_id.insert(user.id, user);
+            }
+        }
         let mut ids = Vec::with_capacity(by_id.len());
         let mut emails = Vec::with_capacity(by_id.len());
         let mut phones = Vec::with_capacity(by_id.len());
         let mut created = Vec::with_capacity(by_id.len());
-        let mut identifiers: BTreeSet<(&str, &str)> = BTreeSet::new();
-        let (mut link_users, mut link_kinds, mut link_values) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let mut observed = Vec::with_capacity(by_id.len());
         for (id, user) in &by_id {
             ids.push(*id);
             emails.push(user.email.as_deref());
             phones.push(user.phone.as_deref());
             created.push(user.created_at);
-            let mut own = user.identifiers();
-            own.sort_unstable();
-            own.dedup();
-            for (kind, value) in own {
-                identifiers.insert((kind, value));
-                link_users.push(*id);
-                link_kinds.push(kind);
-                link_values.push(value);
-            }
+            observed.push(user.observed_at);
         }
-        let (kinds, values): (Vec<&str>, Vec<&str>) = identifiers.into_iter().unzip();
 
         let mut tx = self.pool.begin().await?;
         // The chunk need not wait for its own WAL flush: the runner counts
@@ -122,19 +142,42 @@ impl PostgresGraph {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(UPSERT_USERS)
+        let applied: Vec<(i64, bool)> = sqlx::query_as(UPSERT_USERS)
             .bind(&ids)
             .bind(&emails)
             .bind(&phones)
             .bind(&created)
-            .execute(&mut *tx)
+            .bind(&observed)
+            .fetch_all(&mut *tx)
             .await?;
-        if !kinds.is_empty() {
-            let inserted: Vec<(i64, String, String)> = sqlx::query_as(INSERT_IDENTIFIERS)
+        // A user the graph holds a newer read of keeps what it has.
+        let mut identifiers: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let (mut link_users, mut link_kinds, mut link_values) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut replaced = Vec::new();
+        for (id, inserted) in &applied {
+            if !inserted {
+                replaced.push(*id);
+            }
+            let Some(user) = by_id.get(id) else { continue };
+            for (kind, value) in user.identifiers() {
+                identifiers.insert((kind.as_str(), value));
+                link_users.push(*id);
+                link_kinds.push(kind.as_str());
+                link_values.push(value);
+            }
+        }
+        let (kinds, values): (Vec<&str>, Vec<&str>) = identifiers.into_iter().unzip();
+        let inserted: Vec<(i64, String, String)> = if kinds.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(INSERT_IDENTIFIERS)
                 .bind(&kinds)
                 .bind(&values)
                 .fetch_all(&mut *tx)
-                .await?;
+                .await?
+        };
+        if !link_users.is_empty() || !replaced.is_empty() {
             let new_ids: HashMap<(&str, &str), i64> = inserted
                 .iter()
                 .map(|(id, kind, value)| ((kind.as_str(), value.as_str()), *id))
@@ -144,11 +187,12 @@ impl PostgresGraph {
                 .zip(&link_values)
                 .map(|(kind, value)| new_ids.get(&(*kind, *value)).copied())
                 .collect();
-            sqlx::query(INSERT_LINKS)
+            sqlx::query(REPLACE_LINKS)
                 .bind(&link_users)
                 .bind(&link_ids)
                 .bind(&link_kinds)
                 .bind(&link_values)
+                .bind(&replaced)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -157,7 +201,7 @@ impl PostgresGraph {
 
     /// `write_chunk`, tried again after trouble that passes by itself: a
     /// lost connection comes back on another one, a deadlock resolves.
-    async fn write_chunk_patiently(&self, users: &[&SourceUser]) -> Result<(), (sqlx::Error, u32)> {
+    async fn write_chunk_patiently(&self, users: &[&GraphUser]) -> Result<(), (sqlx::Error, u32)> {
         let mut attempt = 1;
         loop {
             match self.write_chunk(users).await {
@@ -180,7 +224,7 @@ impl PostgresGraph {
     /// in halves when it fails for a reason that may be one user's fault.
     fn write_isolating<'a>(
         &'a self,
-        users: &'a [&'a SourceUser],
+        users: &'a [&'a GraphUser],
     ) -> BoxFuture<'a, Vec<Result<(), SinkError>>> {
         Box::pin(async move {
             if users.is_empty() {
@@ -227,7 +271,7 @@ fn may_be_one_users_fault(error: &sqlx::Error) -> bool {
 }
 
 impl IdentityGraph for PostgresGraph {
-    fn write_user<'a>(&'a self, user: &'a SourceUser) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn write_user<'a>(&'a self, user: &'a GraphUser) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let users = [user];
             let mut outcomes = self.write_isolating(&users).await;
@@ -239,7 +283,7 @@ impl IdentityGraph for PostgresGraph {
 
     fn write_users<'a>(
         &'a self,
-        users: &'a [&'a SourceUser],
+        users: &'a [&'a GraphUser],
     ) -> BoxFuture<'a, Vec<Result<(), SinkError>>> {
         self.write_isolating(users)
     }
@@ -250,6 +294,10 @@ impl IdentityGraph for PostgresGraph {
 
     fn is_built_in(&self) -> bool {
         true
+    }
+
+    fn binding(&self) -> GraphBinding {
+        GraphBinding::built_in()
     }
 }
 

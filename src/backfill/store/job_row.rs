@@ -8,7 +8,8 @@ pub(super) const JOB_COLUMNS: &str =
     "job_key, status, dry_run, mode, options, cursor, processed, failed, skipped,
     skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
     pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
-    owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id";
+    owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id,
+    dropped_identifiers, graph";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -41,6 +42,10 @@ pub struct JobRow {
     pub retry_position: Option<i64>,
     pub retry_until: Option<i64>,
     pub source_max_id: Option<i64>,
+    /// `"kind: reason"` → values normalization dropped.
+    pub dropped_identifiers: sqlx::types::Json<std::collections::BTreeMap<String, i64>>,
+    /// The Identity Graph the job writes to (`sinks::GraphBinding`).
+    pub graph: Option<String>,
 }
 
 impl JobRow {
@@ -123,6 +128,8 @@ impl JobRow {
             eta_secs,
             source_max_id: self.source_max_id,
             unreadable_reason: readable.err(),
+            dropped_identifiers: self.dropped_identifiers.0.clone(),
+            graph: self.graph.clone(),
         }
     }
 

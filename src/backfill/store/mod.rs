@@ -5,6 +5,7 @@
 use super::domain::*;
 use super::source::SOURCE_MAX_ID;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod coverage;
@@ -43,17 +44,22 @@ pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobRow>, sqlx::Error> {
 /// `None` when the key is active, retired, or holds the other kind of run
 /// (a job's `dry_run` never changes): the guard is the `WHERE` on the
 /// conflicting row. Unknown stored option fields are kept (`||` merges).
+///
+/// `graph` binds the job to the Identity Graph that writes it (`None` for a
+/// dry run). A job bound to another graph is refused, unless `reset_cursor`
+/// starts a fresh pass, which rebinds it.
 pub async fn claim_for_start(
     tx: &mut Transaction<'_, Postgres>,
     options: &StartOptions,
     token: &str,
     actor: &str,
+    graph: Option<&str>,
 ) -> Result<Option<JobRow>, sqlx::Error> {
     let claimed: Option<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO identity_graph_backfill_jobs AS j
              (job_key, status, dry_run, mode, options, owner, heartbeat_at, started_by, started_at,
-              updated_at, run_started_at, source_max_id)
-         VALUES ($1, $9, $2, $3, $4, $5, now(), $6, now(), now(), now(), {SOURCE_MAX_ID})
+              updated_at, run_started_at, source_max_id, graph)
+         VALUES ($1, $9, $2, $3, $4, $5, now(), $6, now(), now(), now(), {SOURCE_MAX_ID}, $10)
          ON CONFLICT (job_key) DO UPDATE SET
              status = EXCLUDED.status, mode = EXCLUDED.mode,
              options = CASE WHEN jsonb_typeof(j.options) = 'object' AND NOT $7
@@ -71,8 +77,11 @@ pub async fn claim_for_start(
              skipped = CASE WHEN $7 THEN 0 ELSE j.skipped END,
              skipped_dry_run = CASE WHEN $7 THEN 0 ELSE j.skipped_dry_run END,
              skipped_deleted = CASE WHEN $7 THEN 0 ELSE j.skipped_deleted END,
-             skipped_no_identifiers = CASE WHEN $7 THEN 0 ELSE j.skipped_no_identifiers END
+             skipped_no_identifiers = CASE WHEN $7 THEN 0 ELSE j.skipped_no_identifiers END,
+             dropped_identifiers = CASE WHEN $7 THEN '{{}}'::jsonb ELSE j.dropped_identifiers END,
+             graph = CASE WHEN $7 OR j.graph IS NULL THEN EXCLUDED.graph ELSE j.graph END
          WHERE j.status = ANY($8) AND j.dry_run = EXCLUDED.dry_run
+           AND ($7 OR j.graph IS NULL OR j.graph IS NOT DISTINCT FROM EXCLUDED.graph)
          RETURNING {JOB_COLUMNS}"
     ))
     .bind(options.job_key.as_str())
@@ -84,6 +93,7 @@ pub async fn claim_for_start(
     .bind(options.reset_cursor)
     .bind(&JobStatus::STARTABLE[..])
     .bind(JobStatus::Running)
+    .bind(graph)
     .fetch_optional(&mut **tx)
     .await?;
     if claimed.is_some() && options.reset_cursor {
@@ -93,22 +103,30 @@ pub async fn claim_for_start(
             .bind(options.job_key.as_str())
             .execute(&mut **tx)
             .await?;
+        // And every user is read again, so no gap below the cursor remains.
+        sqlx::query("DELETE FROM identity_graph_backfill_gaps WHERE job_key = $1")
+            .bind(options.job_key.as_str())
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(claimed)
 }
 
-/// The watchdog's claim: only a paused, resumable job, and only one replica wins.
+/// The watchdog's claim: only a paused, resumable job bound to this
+/// replica's graph (`graph`; a job from before bindings is bound now), and
+/// only one replica wins.
 pub async fn claim_for_resume(
     tx: &mut Transaction<'_, Postgres>,
     job_key: &str,
     token: &str,
+    graph: &str,
 ) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE identity_graph_backfill_jobs SET
              status = $4, owner = $2, heartbeat_at = now(), pause_reason = NULL,
              consecutive_failures = 0, updated_at = now(), run_started_at = now(), run_scanned = 0,
-             finished_at = NULL, source_max_id = {SOURCE_MAX_ID}
-         WHERE job_key = $1 AND {}
+             finished_at = NULL, source_max_id = {SOURCE_MAX_ID}, graph = coalesce(graph, $6)
+         WHERE job_key = $1 AND {} AND (graph IS NULL OR graph = $6)
          RETURNING {JOB_COLUMNS}",
         resumable("$3", "$5")
     ))
@@ -117,6 +135,7 @@ pub async fn claim_for_resume(
     .bind(RESUMABLE_REASONS)
     .bind(JobStatus::Running)
     .bind(JobStatus::Paused)
+    .bind(graph)
     .fetch_optional(&mut **tx)
     .await
 }
@@ -173,9 +192,10 @@ pub async fn close_run_after_lost_lease(pool: &PgPool, run_id: i64) -> Result<()
     .map(drop)
 }
 
-pub async fn resumable_job_keys(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT job_key FROM identity_graph_backfill_jobs WHERE {} ORDER BY updated_at",
+/// Jobs the watchdog may resume, with the graph each is bound to.
+pub async fn resumable_jobs(pool: &PgPool) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT job_key, graph FROM identity_graph_backfill_jobs WHERE {} ORDER BY updated_at",
         resumable("$1", "$2")
     ))
     .bind(RESUMABLE_REASONS)
@@ -342,6 +362,12 @@ pub struct Checkpoint {
     pub last_error: Option<String>,
     pub failures: Vec<(i64, String)>,
     pub resolved: Vec<i64>,
+    /// Ids the scan found absent, `(after, before)` exclusive, to remember.
+    pub gaps: Vec<(i64, i64)>,
+    /// Late arrivals handled by the catch-up: each splits the gap it was in.
+    pub caught_up: Vec<i64>,
+    /// Values normalization dropped, by `"kind: reason"`.
+    pub dropped: BTreeMap<String, i64>,
 }
 
 /// Writes a batch's checkpoint, guarded by the run's lease token. `false`
@@ -372,7 +398,13 @@ pub async fn checkpoint(
                  consecutive_failures = $10, last_error = coalesce($11, last_error),
                  run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now(),
                  retry_position = CASE WHEN $17 THEN $18 ELSE retry_position END,
-                 retry_until = CASE WHEN $17 THEN $19 ELSE retry_until END
+                 retry_until = CASE WHEN $17 THEN $19 ELSE retry_until END,
+                 dropped_identifiers = CASE WHEN $21::jsonb = '{}'::jsonb THEN dropped_identifiers
+                     ELSE (SELECT jsonb_object_agg(key, total) FROM (
+                               SELECT key, sum(value::int8) AS total
+                               FROM (SELECT * FROM jsonb_each_text(dropped_identifiers)
+                                     UNION ALL SELECT * FROM jsonb_each_text($21::jsonb)) AS both_sides
+                               GROUP BY key) AS sums) END
              WHERE job_key = $1 AND owner = $2 AND status = ANY($20)
              RETURNING job_key),
          run AS (
@@ -400,8 +432,13 @@ pub async fn checkpoint(
     .bind(set_retry)
     .bind(retry_position)
     .bind(retry_until)
-    .bind(&JobStatus::ACTIVE[..]);
-    if batch.failures.is_empty() && batch.resolved.is_empty() {
+    .bind(&JobStatus::ACTIVE[..])
+    .bind(sqlx::types::Json(&batch.dropped));
+    if batch.failures.is_empty()
+        && batch.resolved.is_empty()
+        && batch.gaps.is_empty()
+        && batch.caught_up.is_empty()
+    {
         return Ok(counters.fetch_one(pool).await? == 1);
     }
     let mut tx = pool.begin().await?;
@@ -434,8 +471,78 @@ pub async fn checkpoint(
         .execute(&mut *tx)
         .await?;
     }
+    if !batch.gaps.is_empty() {
+        let (after, before): (Vec<i64>, Vec<i64>) = batch.gaps.iter().copied().unzip();
+        sqlx::query(
+            "INSERT INTO identity_graph_backfill_gaps (job_key, after_id, before_id)
+             SELECT $1, after_id, before_id FROM unnest($2::int8[], $3::int8[]) AS t(after_id, before_id)
+             ON CONFLICT (job_key, after_id) DO UPDATE SET before_id = EXCLUDED.before_id",
+        )
+        .bind(job_key)
+        .bind(&after)
+        .bind(&before)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.caught_up.is_empty() {
+        split_gaps(&mut tx, job_key, &batch.caught_up).await?;
+    }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Splits the job's gaps around the late arrivals `caught_up` (sorted): the
+/// gap `(a, b)` holding users `h1 < … < hk` becomes `(a, h1) … (hk, b)`,
+/// keeping only the pieces that can still hold an id.
+async fn split_gaps(
+    tx: &mut Transaction<'_, Postgres>,
+    job_key: &str,
+    caught_up: &[i64],
+) -> Result<(), sqlx::Error> {
+    let holding: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT DISTINCT g.after_id, g.before_id
+         FROM unnest($2::int8[]) AS h(id)
+         CROSS JOIN LATERAL (
+             SELECT after_id, before_id FROM identity_graph_backfill_gaps
+             WHERE job_key = $1 AND after_id < h.id
+             ORDER BY after_id DESC LIMIT 1) g
+         WHERE g.before_id > h.id
+         ORDER BY g.after_id",
+    )
+    .bind(job_key)
+    .bind(caught_up)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut pieces: Vec<(i64, i64)> = Vec::new();
+    for &(after, before) in &holding {
+        let mut previous = after;
+        for &id in caught_up.iter().filter(|id| **id > after && **id < before) {
+            if id > previous + 1 {
+                pieces.push((previous, id));
+            }
+            previous = id;
+        }
+        if before > previous + 1 {
+            pieces.push((previous, before));
+        }
+    }
+    let gone: Vec<i64> = holding.iter().map(|(after, _)| *after).collect();
+    sqlx::query("DELETE FROM identity_graph_backfill_gaps WHERE job_key = $1 AND after_id = ANY($2)")
+        .bind(job_key)
+        .bind(&gone)
+        .execute(&mut **tx)
+        .await?;
+    let (after, before): (Vec<i64>, Vec<i64>) = pieces.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO identity_graph_backfill_gaps (job_key, after_id, before_id)
+         SELECT $1, after_id, before_id FROM unnest($2::int8[], $3::int8[]) AS t(after_id, before_id)",
+    )
+    .bind(job_key)
+    .bind(&after)
+    .bind(&before)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// How a run ended, as it is written to the row.
