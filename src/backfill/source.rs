@@ -49,9 +49,11 @@ fn trimmed(column: &str) -> String {
 /// coverage check counts most users without reading them.
 pub fn certainly_eligible() -> String {
     let email = trimmed("email");
+    // coalesce: a NULL column makes the comparison NULL, and `NOT NULL` would
+    // drop the row from `maybe_eligible` as well.
     format!(
-        "(u.deleted_at IS NULL AND (({email}) LIKE '%_@_%' AND ({email}) NOT LIKE '%@%@%'
-                                    OR {device} <> ''))",
+        "coalesce(u.deleted_at IS NULL AND (({email}) LIKE '%_@_%' AND ({email}) NOT LIKE '%@%@%'
+                                            OR {device} <> ''), false)",
         device = trimmed("device_id")
     )
 }
@@ -61,7 +63,7 @@ pub fn certainly_eligible() -> String {
 pub fn maybe_eligible() -> String {
     format!(
         "(u.deleted_at IS NULL AND NOT {certain}
-          AND ({phone} <> '' OR {signup} <> '' OR {last} <> ''))",
+          AND coalesce({phone} <> '' OR {signup} <> '' OR {last} <> '', false))",
         certain = certainly_eligible(),
         phone = trimmed("phone"),
         signup = trimmed("signup_ip"),
@@ -118,18 +120,20 @@ pub async fn late_users_after(
     after_user_id: i64,
     limit: u32,
 ) -> Result<Vec<SourceUser>, sqlx::Error> {
+    // `ORDER BY g.after_id, late.id` is id order (the gaps are disjoint),
+    // and the gaps' index yields it by `after_id`, so only the users of the
+    // gaps reached are sorted and the LIMIT stops the walk early.
     sqlx::query_as(&format!(
-        "SELECT late.* FROM (
-             SELECT g.after_id, g.before_id FROM identity_graph_backfill_gaps g
-             WHERE g.job_key = $1 AND g.before_id > $2 + 1
-               AND g.after_id >= coalesce(
-                   (SELECT max(p.after_id) FROM identity_graph_backfill_gaps p
-                    WHERE p.job_key = $1 AND p.after_id <= $2), $2)
-             ORDER BY g.after_id) g
+        "SELECT late.* FROM identity_graph_backfill_gaps g
          CROSS JOIN LATERAL (
              SELECT {USER_COLUMNS} FROM users u
              WHERE u.id > greatest(g.after_id, $2) AND u.id < g.before_id
              ORDER BY u.id LIMIT $3) late
+         WHERE g.job_key = $1 AND g.before_id > $2 + 1
+           AND g.after_id >= coalesce(
+               (SELECT max(p.after_id) FROM identity_graph_backfill_gaps p
+                WHERE p.job_key = $1 AND p.after_id <= $2), $2)
+         ORDER BY g.after_id, late.id
          LIMIT $3"
     ))
     .bind(job_key)

@@ -11,6 +11,7 @@
 //! | `http_sink` | what the HTTP Identity Graph's answers do to users |
 //! | `lease` | replicas, leases, shutdown, database trouble, the real binary under SIGTERM |
 //! | `built_in_graph` | the Postgres identity graph |
+//! | `integrity` | what the graph holds: replaced links, one normalization for both graphs, late arrivals, newest read, one graph per job |
 //! | `graph_batch` | the built-in graph's batched writes: same graph as per-user writes, concurrency, one bad user |
 //! | `metrics` | `/metrics` on its own listener, scraped during a run, matching the job row |
 //! | `layers` | no module imports from a layer above its own (ARCHITECTURE.md) |
@@ -30,6 +31,7 @@ mod built_in_graph;
 mod engine;
 mod engine_runtime;
 mod graph_batch;
+mod integrity;
 mod http_sink;
 mod layers;
 mod lease;

@@ -618,7 +618,19 @@ impl Runner {
 
     /// Moves the window by one batch and checkpoints it. The "one step" of
     /// the loop: users in flight at its end keep going into the next step.
+    /// A catch-up that finds no late arrival takes no step of its own.
     pub async fn step(&mut self) -> Result<Step, StepError> {
+        loop {
+            let catching_up = self.phase == Phase::CatchUp;
+            let step = self.step_in_phase().await?;
+            let caught_up = catching_up && self.phase != Phase::CatchUp;
+            if !(caught_up && step == Step::Continue) {
+                return Ok(step);
+            }
+        }
+    }
+
+    async fn step_in_phase(&mut self) -> Result<Step, StepError> {
         if matches!(self.phase, Phase::RetryFailures(_))
             && self.retry_share_used()
             && self.window.is_idle()
