@@ -165,15 +165,15 @@ impl Normalizer {
 
     pub fn user(&self, user: SourceUser) -> GraphUser {
         let mut dropped = Vec::new();
-        let mut keep = |kind: IdentifierKind, outcome: Option<Result<String, DropReason>>| match outcome
-        {
-            Some(Ok(value)) => Some(value),
-            Some(Err(reason)) => {
-                dropped.push(Dropped { kind, reason });
-                None
-            }
-            None => None,
-        };
+        let mut keep =
+            |kind: IdentifierKind, outcome: Option<Result<String, DropReason>>| match outcome {
+                Some(Ok(value)) => Some(value),
+                Some(Err(reason)) => {
+                    dropped.push(Dropped { kind, reason });
+                    None
+                }
+                None => None,
+            };
         let email = keep(IdentifierKind::Email, self.email(user.email.as_deref()));
         let phone = keep(IdentifierKind::Phone, self.phone(user.phone.as_deref()));
         let signup_ip = keep(IdentifierKind::Ip, ip(user.signup_ip.as_deref()));
@@ -204,14 +204,16 @@ impl Normalizer {
     }
 
     fn email(&self, value: Option<&str>) -> Option<Result<String, DropReason>> {
-        Some(present(value)?.and_then(|value| match value.split_once('@') {
-            Some((local, domain))
-                if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
-            {
-                Ok(value.to_lowercase())
-            }
-            _ => Err(DropReason::NotAnAddress),
-        }))
+        Some(
+            present(value)?.and_then(|value| match value.split_once('@') {
+                Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+                {
+                    Ok(value.to_lowercase())
+                }
+                _ => Err(DropReason::NotAnAddress),
+            }),
+        )
     }
 
     fn phone(&self, value: Option<&str>) -> Option<Result<String, DropReason>> {
@@ -330,10 +332,7 @@ mod tests {
             phone(gb, "0044 20 7946 0000").as_deref(),
             Some("+442079460000")
         );
-        assert_eq!(
-            phone(gb, "020 7946 0000").as_deref(),
-            Some("+442079460000")
-        );
+        assert_eq!(phone(gb, "020 7946 0000").as_deref(), Some("+442079460000"));
         // Without a default region a national number has no country.
         assert_eq!(phone(Normalizer::default(), "(415) 555-0100"), None);
         for bad in ["+15550001", "12", "not a phone", "😀"] {
@@ -359,7 +358,12 @@ mod tests {
                 (IdentifierKind::Ip, "10.0.0.1")
             ]
         );
-        let octal = n.user(row(None, None, (Some("010.0.0.1"), Some("2001:DB8::1")), None));
+        let octal = n.user(row(
+            None,
+            None,
+            (Some("010.0.0.1"), Some("2001:DB8::1")),
+            None,
+        ));
         assert_eq!(octal.signup_ip, None);
         assert_eq!(octal.last_login_ip.as_deref(), Some("2001:db8::1"));
         assert_eq!(

@@ -136,6 +136,16 @@ fn Detail(
                     </dd>
                 </div>
                 <div><dt>"Cursor"</dt><dd>{thousands(job.cursor)}</dd></div>
+                <div>
+                    <dt>"Identifiers dropped"</dt>
+                    <dd>{dropped_summary(&job.dropped_identifiers)}</dd>
+                </div>
+                <div>
+                    <dt>"Identity Graph"</dt>
+                    <dd class="graph-binding">{job.graph.clone().unwrap_or_else(|| {
+                        if job.dry_run { "none (a rehearsal writes nothing)".into() } else { "not bound yet".into() }
+                    })}</dd>
+                </div>
                 <div><dt>"Throughput"</dt><dd>{rate}</dd></div>
                 <div><dt>"ETA"</dt><dd>{eta}</dd></div>
                 <div><dt>"Started by"</dt><dd>{job.started_by.clone().unwrap_or_else(|| "—".into())}</dd></div>
@@ -290,9 +300,14 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
                 && c.counters_match
                 && c.missing_from_graph.unwrap_or(0) == 0;
             let verdict = if complete {
-                "Every user up to the cursor is accounted for."
+                "Every user up to the cursor is accounted for.".to_string()
+            } else if c.late_arrivals > 0 {
+                format!(
+                    "{} arrived below the cursor after the scan passed them; the job's next run catches them up first.",
+                    plural(c.late_arrivals, "user", "users")
+                )
             } else {
-                "Some users up to the cursor are not accounted for."
+                "Some users up to the cursor are not accounted for.".to_string()
             };
             view! {
                 <p class=if complete { "coverage-verdict ok" } else { "coverage-verdict bad" } role="status">
@@ -307,6 +322,7 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
                     </div>
                     <div><dt>"Unresolved failures"</dt><dd>{thousands(c.unresolved_failures)}</dd></div>
                     <div><dt>"Unaccounted for"</dt><dd>{thousands(c.unaccounted)}</dd></div>
+                    <div><dt>"Arrived after the scan passed"</dt><dd>{thousands(c.late_arrivals)}</dd></div>
                     <div>
                         <dt>"Counters add up"</dt>
                         <dd>{if c.counters_match { "yes" } else { "no" }}</dd>
@@ -325,4 +341,29 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
             {body}
         </section>
     }
+}
+
+/// `"email: not an address" → 12` … as `email: 12 not an address · …`, largest first.
+fn dropped_summary(dropped: &std::collections::BTreeMap<String, i64>) -> String {
+    if dropped.is_empty() {
+        return "none".into();
+    }
+    let mut entries: Vec<(&String, &i64)> = dropped.iter().collect();
+    entries.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    entries
+        .into_iter()
+        .map(|(key, count)| match key.split_once(": ") {
+            Some((kind, reason)) => format!("{kind}: {} {reason}", thousands(*count)),
+            None => format!("{key}: {}", thousands(*count)),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn plural(count: i64, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        thousands(count),
+        if count == 1 { one } else { many }
+    )
 }

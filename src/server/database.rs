@@ -57,10 +57,12 @@ pub async fn connect_with(
             cause,
         });
     }
-    let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| DatabaseError::Connect {
-        url: redact_url(url),
-        cause: e.to_string(),
-    })?;
+    let mut options: PgConnectOptions =
+        url.parse()
+            .map_err(|e: sqlx::Error| DatabaseError::Connect {
+                url: redact_url(url),
+                cause: e.to_string(),
+            })?;
     if let Some(timeout) = statement_timeout {
         options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
     }

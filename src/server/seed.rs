@@ -23,7 +23,7 @@ pub async fn seed_demo_users(pool: &PgPool, count: i64) -> Result<(i64, i64), sq
                      WHEN id % 20 = 3 THEN 'household' || (id / 60) || '@example.net'
                      ELSE 'user' || id || '@example.com' END,
                 CASE WHEN none OR id % 3 = 0 THEN NULL
-                     WHEN id % 12 = 5 THEN '+4420' || lpad((id / 48)::text, 7, '0')
+                     WHEN id % 12 = 5 THEN '+4420' || lpad((id / 48)::text, 8, '0')
                      ELSE '+4477' || lpad((id % 100000000)::text, 8, '0') END,
                 timestamptz '2019-01-01' + id * interval '97 seconds',
                 CASE WHEN none THEN NULL

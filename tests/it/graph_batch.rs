@@ -267,7 +267,11 @@ async fn rewriting_a_chunk_changes_nothing_and_a_changed_user_is_updated(pool: P
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(emails, ["changed@example.com"], "the old email's link is gone");
+    assert_eq!(
+        emails,
+        ["changed@example.com"],
+        "the old email's link is gone"
+    );
 
     // Per-user writes of the same two versions agree (the old email's node
     // stays in both, linked to nobody).

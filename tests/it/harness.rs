@@ -11,6 +11,7 @@
 //!   [`wait_until_status`], [`wait_for_cursor`], [`wait_for`]). They poll,
 //!   because the run is another task or another process; nothing else does.
 
+pub mod freezing_proxy;
 pub mod graph;
 
 use graph::GraphServer;
@@ -84,6 +85,25 @@ impl Replica {
     pub fn new(pool: &PgPool, overrides: &[(&str, &str)]) -> Replica {
         let shutdown = CancellationToken::new();
         let engine = http::build_engine(&config(overrides), pool.clone(), shutdown.clone());
+        Replica {
+            engine,
+            shutdown,
+            pool: pool.clone(),
+        }
+    }
+
+    /// A replica whose runs, heartbeats and watchdog query `engine_pool`
+    /// (the API still uses `pool`): to put something between the runs and
+    /// the database.
+    pub fn with_engine_pool(
+        pool: &PgPool,
+        engine_pool: PgPool,
+        overrides: &[(&str, &str)],
+    ) -> Replica {
+        let shutdown = CancellationToken::new();
+        let executor = identity_graph_backfill::backfill::engine::RunExecutor::current(engine_pool);
+        let engine =
+            http::build_engine_on(&config(overrides), pool.clone(), executor, shutdown.clone());
         Replica {
             engine,
             shutdown,

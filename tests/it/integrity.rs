@@ -3,8 +3,10 @@
 //! identifiers, a late commit below the cursor is caught up, an older read
 //! never overwrites a newer one, and a job writes to one graph.
 
-use crate::harness::{graph::GraphServer, *};
-use identity_graph_backfill::error::ErrorCode;
+use crate::harness::{
+    graph::{GraphServer, Reply},
+    *,
+};
 use chrono::{Duration as Span, Utc};
 use identity_graph_backfill::backfill::{
     domain::{Coverage, JobStatus},
@@ -12,6 +14,7 @@ use identity_graph_backfill::backfill::{
     sinks::{postgres::PostgresGraph, IdentityGraph},
     source::SourceUser,
 };
+use identity_graph_backfill::error::ErrorCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,7 +108,13 @@ async fn a_re_sent_user_replaces_its_links_by_a_reset_pass(pool: PgPool) {
 #[sqlx::test]
 async fn a_re_sent_user_replaces_its_links_by_the_retry_pass(pool: PgPool) {
     for id in 1..=20 {
-        insert_user(&pool, id, Some(&format!("u{id}@example.com")), Some("shared")).await;
+        insert_user(
+            &pool,
+            id,
+            Some(&format!("u{id}@example.com")),
+            Some("shared"),
+        )
+        .await;
     }
     let replica = Replica::new(&pool, BUILT_IN_GRAPH);
     replica.run(fast("retry-replace")).await;
@@ -204,18 +213,53 @@ type Row = (
 );
 
 const CORPUS: &[Row] = &[
-    (1, Some(""), Some("+1 415 555 0100"), Some(" 10.0.0.1 "), None, Some("  ")),
+    (
+        1,
+        Some(""),
+        Some("+1 415 555 0100"),
+        Some(" 10.0.0.1 "),
+        None,
+        Some("  "),
+    ),
     (2, Some(" Mixed.Case@Example.COM "), None, None, None, None),
-    (3, Some("\u{3000}spaced@example.com\u{00A0}"), Some("(415) 555-0100"), None, None, None),
+    (
+        3,
+        Some("\u{3000}spaced@example.com\u{00A0}"),
+        Some("(415) 555-0100"),
+        None,
+        None,
+        None,
+    ),
     (4, None, Some("0044 20 7946 0000"), None, None, None),
-    (5, None, Some("+44 20 7946 0000"), Some("010.0.0.1"), None, None),
-    (6, None, None, Some("::ffff:10.0.0.1"), Some("10.0.0.1"), None),
+    (
+        5,
+        None,
+        Some("+44 20 7946 0000"),
+        Some("010.0.0.1"),
+        None,
+        None,
+    ),
+    (
+        6,
+        None,
+        None,
+        Some("::ffff:10.0.0.1"),
+        Some("10.0.0.1"),
+        None,
+    ),
     (7, Some("😀"), Some("😀"), Some("😀"), None, Some("📱")),
     (8, Some("a@b@c"), Some("12"), None, Some("not-an-ip"), None),
     (9, Some("   "), Some(""), Some(" "), Some("\t"), Some("")),
     (10, None, None, None, None, None),
     (11, Some("@example.com"), Some("555-0100"), None, None, None),
-    (12, Some("x@"), None, Some("2001:DB8::1"), Some("2001:db8:0:0:0:0:0:1"), None),
+    (
+        12,
+        Some("x@"),
+        None,
+        Some("2001:DB8::1"),
+        Some("2001:db8:0:0:0:0:0:1"),
+        None,
+    ),
     (13, None, Some("+15550001"), None, None, Some(" device-13 ")),
     (14, Some("plain"), None, None, Some("192.168.001.1"), None),
     (15, Some("first@example.com"), None, None, None, None),
@@ -285,7 +329,10 @@ async fn both_graphs_receive_the_same_normalized_identifiers(pool: PgPool) {
     let expected: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::from([
         (1, BTreeSet::from(["phone:+14155550100", "ip:10.0.0.1"])),
         (2, BTreeSet::from(["email:mixed.case@example.com"])),
-        (3, BTreeSet::from(["email:spaced@example.com", "phone:+14155550100"])),
+        (
+            3,
+            BTreeSet::from(["email:spaced@example.com", "phone:+14155550100"]),
+        ),
         (5, BTreeSet::from(["phone:+442079460000"])),
         (6, BTreeSet::from(["ip:10.0.0.1"])),
         (7, BTreeSet::from(["device:📱"])),
@@ -299,7 +346,11 @@ async fn both_graphs_receive_the_same_normalized_identifiers(pool: PgPool) {
             .body_of(*id)
             .unwrap_or_else(|| panic!("user {id} reached the HTTP graph"));
         assert_eq!(identifiers_of_body(&body), want, "HTTP body of user {id}");
-        assert_eq!(links_of(&pool, *id).await, want, "built-in links of user {id}");
+        assert_eq!(
+            links_of(&pool, *id).await,
+            want,
+            "built-in links of user {id}"
+        );
         assert!(body["observed_at"].is_string(), "{body}");
     }
     // With no identifier left, a user reaches neither graph.
@@ -315,11 +366,23 @@ async fn both_graphs_receive_the_same_normalized_identifiers(pool: PgPool) {
     // Every dropped value is counted by kind and reason.
     let dropped = &built_in.dropped_identifiers.0;
     assert_eq!(dropped.get("email: blank"), Some(&2), "{dropped:?}");
-    assert_eq!(dropped.get("email: not an address"), Some(&5), "{dropped:?}");
-    assert_eq!(dropped.get("phone: not a valid number"), Some(&5), "{dropped:?}");
+    assert_eq!(
+        dropped.get("email: not an address"),
+        Some(&5),
+        "{dropped:?}"
+    );
+    assert_eq!(
+        dropped.get("phone: not a valid number"),
+        Some(&5),
+        "{dropped:?}"
+    );
     assert_eq!(dropped.get("phone: blank"), Some(&1), "{dropped:?}");
     assert_eq!(dropped.get("ip: blank"), Some(&2), "{dropped:?}");
-    assert_eq!(dropped.get("ip: not an IP address"), Some(&4), "{dropped:?}");
+    assert_eq!(
+        dropped.get("ip: not an IP address"),
+        Some(&4),
+        "{dropped:?}"
+    );
     assert_eq!(dropped.get("device: blank"), Some(&2), "{dropped:?}");
     assert_eq!(over_http.dropped_identifiers.0, *dropped);
 
@@ -460,7 +523,10 @@ async fn a_job_writes_to_the_graph_it_was_bound_to(pool: PgPool) {
     let elsewhere = Replica::with_graph(&pool, &graph, &[]);
     // The watchdog of a replica on another graph leaves the job alone.
     assert!(elsewhere.watchdog_tick().await.unwrap().is_empty());
-    assert_eq!(job_row(&pool, "bound").await.status(), Some(JobStatus::Paused));
+    assert_eq!(
+        job_row(&pool, "bound").await.status(),
+        Some(JobStatus::Paused)
+    );
     assert_eq!(graph.request_count(), 0);
 
     let refused = elsewhere.try_start(fast("bound")).await.unwrap_err();
@@ -482,4 +548,89 @@ async fn a_job_writes_to_the_graph_it_was_bound_to(pool: PgPool) {
     );
     // Coverage reads the job's graph: no built-in count for an HTTP job.
     assert_eq!(coverage(&built_in, "bound").await.missing_from_graph, None);
+}
+
+#[sqlx::test]
+async fn a_run_whose_database_hangs_starts_no_user_after_half_its_lease(pool: PgPool) {
+    seed(&pool, 1_500).await;
+    let graph = GraphServer::start().await;
+    let ttl_ms = 2_000u64;
+    let ttl = ttl_ms.to_string();
+    let settings = |token: &'static str| -> Vec<(String, String)> {
+        let mut vars = graph.sink_env();
+        vars.retain(|(name, _)| *name != "IDENTITY_GRAPH_TOKEN");
+        vars.push(("IDENTITY_GRAPH_TOKEN", token));
+        vars.push(("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", ttl.as_str()));
+        vars.into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (a_vars, b_vars) = (settings("replica-a"), settings("replica-b"));
+
+    // Replica A reaches Postgres through a proxy that will freeze.
+    let url = database_url(&pool);
+    let upstream = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_string();
+    let proxy = crate::harness::freezing_proxy::FreezingProxy::start(upstream.clone()).await;
+    let proxied = url.replace(&upstream, &proxy.addr.to_string());
+    let engine_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&proxied)
+        .await
+        .unwrap();
+    let a = Replica::with_engine_pool(&pool, engine_pool, &pairs(&a_vars));
+    let b = Replica::new(&pool, &pairs(&b_vars));
+
+    // A slow graph and big batches: when the database freezes, A's window
+    // still holds hundreds of users it could start without the database.
+    graph.behave(|_, _| Reply::Slow(std::time::Duration::from_millis(10)));
+    let started = a
+        .start(json!({"job_key": "fenced", "sleep_ms": 0, "batch_size": 1000, "concurrency": 2}))
+        .await;
+    assert!(started.started);
+    wait_for_cursor(&pool, "fenced", 1).await;
+    proxy.freeze();
+    let frozen_at = std::time::Instant::now();
+
+    // Once the lease has expired, B's watchdog takes the job over.
+    tokio::time::sleep(std::time::Duration::from_millis(ttl_ms + 500)).await;
+    let taken_at = std::time::Instant::now();
+    assert_eq!(b.watchdog_tick().await.unwrap(), ["fenced"]);
+    let done = wait_until_status(&pool, "fenced", JobStatus::Completed).await;
+    assert_eq!(done.failed, 0);
+    assert!(lost_users(&pool, &graph).await.is_empty());
+
+    let exchanges = graph.exchanges();
+    let from = |token: &str| {
+        exchanges
+            .iter()
+            .filter(|e| e.authorization == format!("Bearer {token}"))
+            .collect::<Vec<_>>()
+    };
+    let (by_a, by_b) = (from("replica-a"), from("replica-b"));
+    assert!(!by_a.is_empty() && !by_b.is_empty());
+    let fence = frozen_at + std::time::Duration::from_millis(ttl_ms / 2 + 250);
+    let a_last = by_a.iter().map(|e| e.arrived).max().unwrap();
+    assert!(
+        a_last <= fence,
+        "replica A started a user {:?} after the freeze; the fence is half the lease ({} ms)",
+        a_last - frozen_at,
+        ttl_ms / 2
+    );
+    let a_answered = by_a.iter().map(|e| e.answered).max().unwrap();
+    let b_first = by_b.iter().map(|e| e.arrived).min().unwrap();
+    assert!(b_first >= taken_at, "B wrote only after it took the job");
+    assert!(
+        a_answered < b_first,
+        "no user was in flight from both replicas at once"
+    );
+    proxy.thaw();
+}
+
+fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }

@@ -19,7 +19,7 @@ mod watchdog;
 
 use super::domain::*;
 use super::identifiers::Normalizer;
-use super::runner::{LeaseClock, Lease, Position, RunSignals, Runner};
+use super::runner::{Lease, LeaseClock, Position, RunSignals, Runner};
 use super::sinks::{GraphBinding, IdentityGraph};
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;

@@ -101,4 +101,3 @@ async fn count_eligible(
     }
     Ok(certain + maybe)
 }
-

@@ -527,11 +527,13 @@ async fn split_gaps(
         }
     }
     let gone: Vec<i64> = holding.iter().map(|(after, _)| *after).collect();
-    sqlx::query("DELETE FROM identity_graph_backfill_gaps WHERE job_key = $1 AND after_id = ANY($2)")
-        .bind(job_key)
-        .bind(&gone)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM identity_graph_backfill_gaps WHERE job_key = $1 AND after_id = ANY($2)",
+    )
+    .bind(job_key)
+    .bind(&gone)
+    .execute(&mut **tx)
+    .await?;
     let (after, before): (Vec<i64>, Vec<i64>) = pieces.into_iter().unzip();
     sqlx::query(
         "INSERT INTO identity_graph_backfill_gaps (job_key, after_id, before_id)

@@ -32,6 +32,29 @@ pub enum Reply {
 
 type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
 
+/// One request as the graph saw it.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub user_id: i64,
+    pub authorization: String,
+    pub arrived: Instant,
+    pub answered: Instant,
+}
+
+/// Records an exchange when its handler finishes (or is dropped).
+struct Recorded {
+    inner: Arc<Inner>,
+    exchange: Exchange,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let mut exchange = self.exchange.clone();
+        exchange.answered = Instant::now();
+        self.inner.exchanges.lock().unwrap().push(exchange);
+    }
+}
+
 #[derive(Clone)]
 pub struct GraphServer {
     pub url: String,
@@ -41,6 +64,9 @@ pub struct GraphServer {
 struct Inner {
     /// Every request, in arrival order: (user id, when).
     requests: Mutex<Vec<(i64, Instant)>>,
+    /// Every request's `Authorization` header and when it arrived and was
+    /// answered, in arrival order: which replica sent what, and when.
+    exchanges: Mutex<Vec<Exchange>>,
     /// Users the server acknowledged with a 2xx.
     written: Mutex<Vec<i64>>,
     bodies: Mutex<HashMap<i64, serde_json::Value>>,
@@ -72,6 +98,7 @@ impl GraphServer {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner {
             requests: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
             bodies: Mutex::new(HashMap::new()),
             authorization: Mutex::new(None),
@@ -117,6 +144,11 @@ impl GraphServer {
     /// The most requests the server was ever answering at once.
     pub fn max_in_flight(&self) -> usize {
         self.inner.in_flight.lock().unwrap().1
+    }
+
+    /// Every answered request: who sent it, for which user, and when.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.inner.exchanges.lock().unwrap().clone()
     }
 
     pub fn request_count(&self) -> usize {
@@ -169,6 +201,19 @@ async fn handle(
         .map(str::to_string);
     let behaviour = inner.behaviour.lock().unwrap().clone();
     let reply = behaviour(id, attempt);
+    let _exchange = Recorded {
+        inner: inner.clone(),
+        exchange: Exchange {
+            user_id: id,
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            arrived: Instant::now(),
+            answered: Instant::now(),
+        },
+    };
     let ok = |inner: &Inner| {
         inner.written.lock().unwrap().push(id);
         inner.bodies.lock().unwrap().insert(id, body.clone());
