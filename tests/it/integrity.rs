@@ -628,6 +628,10 @@ async fn a_run_whose_database_hangs_starts_no_user_after_half_its_lease(pool: Pg
         a_answered < b_first,
         "no user was in flight from both replicas at once"
     );
+    // The users A was writing when it was fenced are B's to write again.
+    let a_users: BTreeSet<i64> = by_a.iter().map(|e| e.user_id).collect();
+    let b_users: BTreeSet<i64> = by_b.iter().map(|e| e.user_id).collect();
+    assert!(a_users.len() >= 1_000 && !b_users.is_empty());
     proxy.thaw();
 }
 
