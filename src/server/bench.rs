@@ -13,6 +13,11 @@
 //! capacity under a plain load loop; (3) a run against a graph with a tail
 //! (1% slow, 1% failing once) beside the bound Little's law gives; (4) the
 //! console's latency, idle and during two runs at full speed, one per sink.
+//!
+//! (f) follows (e): 1,000 users spread below (e)'s cursor were held back
+//! from the seed and arrive after it, as late commits would; the job's next
+//! run catches them up, and is timed against a `reset_cursor` rerun of the
+//! same job, which rewrites (replaces) every user.
 
 use super::config::Config;
 use super::runtime::open_executor;
@@ -400,6 +405,83 @@ async fn built_in_graph_run(
     })
 }
 
+/// The users (f) holds back from the seed: 1,000 spread over the whole
+/// range, so each one leaves a gap below (e)'s cursor.
+const LATE_ARRIVALS: &str = "id % (SELECT greatest(max(id) / 1000, 2) FROM users) = 1";
+
+/// Moves the late arrivals out of `users` into `bench_late_arrivals` before
+/// (e) runs. Returns how many.
+async fn hold_back_late_arrivals(pool: &PgPool) -> Result<i64, String> {
+    let db = |e: sqlx::Error| e.to_string();
+    sqlx::query("CREATE TABLE bench_late_arrivals (LIKE users)")
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    sqlx::query(&format!(
+        "WITH late AS (DELETE FROM users WHERE {LATE_ARRIVALS} RETURNING *)
+         INSERT INTO bench_late_arrivals SELECT * FROM late"
+    ))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    sqlx::query_scalar("SELECT count(*) FROM bench_late_arrivals")
+        .fetch_one(pool)
+        .await
+        .map_err(db)
+}
+
+/// What (f) measured.
+struct CatchUpFigures {
+    caught_up: i64,
+    catch_up_seconds: f64,
+    rerun_users: i64,
+    rerun_seconds: f64,
+}
+
+/// (f): the late arrivals commit; the job's next run catches them up, then
+/// a `reset_cursor` run rescans and rewrites every user.
+async fn catch_up_run(
+    pool: &PgPool,
+    url: &str,
+    runtime: &tokio::runtime::Handle,
+    batch: i64,
+    concurrency: i64,
+) -> Result<CatchUpFigures, String> {
+    sqlx::query("INSERT INTO users SELECT * FROM bench_late_arrivals")
+        .execute(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let executor = open_executor(runtime, url, 40)
+        .await
+        .map_err(|e| e.to_string())?;
+    let graph = engine(
+        pool,
+        &executor,
+        &[("IDENTITY_GRAPH_SINK", "postgres".into())],
+    )?;
+    let request = |reset_cursor| StartRequest {
+        job_key: Some("bench-built-in-graph".into()),
+        batch_size: Some(batch),
+        concurrency: Some(concurrency),
+        sleep_ms: Some(0),
+        max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
+        retry_failed_before_cursor: Some(false),
+        auto_resume: Some(false),
+        reset_cursor: Some(reset_cursor),
+        ..Default::default()
+    };
+    let (caught_up, catch_up_seconds) = timed_run(&graph, pool, request(false)).await?;
+    let (rerun_users, rerun_seconds) = timed_run(&graph, pool, request(true)).await?;
+    drop(graph);
+    executor.pool.close().await;
+    Ok(CatchUpFigures {
+        caught_up,
+        catch_up_seconds,
+        rerun_users,
+        rerun_seconds,
+    })
+}
+
 pub async fn run(args: BenchArgs, runtime: &tokio::runtime::Handle) -> Result<(), String> {
     let base = Config::from_env().map_err(|e| e.to_string())?;
     let (pool, name, url) = fresh_database(&base.database_url).await?;
@@ -532,9 +614,11 @@ async fn measure(
     drop(dry);
     executor.pool.close().await;
 
-    // (e) a real run into the built-in graph.
+    // (e) a real run into the built-in graph, (f) its catch-up.
     let mut graph_figures = None;
+    let mut catch_up_figures = None;
     if !args.skip_built_in_graph {
+        let held_back = hold_back_late_arrivals(&pool).await?;
         let figures = built_in_graph_run(&pool, url, runtime, batch, args.concurrency).await?;
         let rate = figures.users as f64 / figures.seconds;
         println!(
@@ -555,6 +639,16 @@ async fn measure(
             figures.rss_at_first, figures.rss_at_end, figures.rss_peak
         );
         graph_figures = Some((rate, figures));
+        let figures = catch_up_run(&pool, url, runtime, batch, args.concurrency).await?;
+        println!(
+            "(f) catch-up of {held_back} late arrivals below the cursor: {:.2}s ({} users); reset_cursor rerun: {:.1}s ({} users, {:.0} users/s replacing each)",
+            figures.catch_up_seconds,
+            figures.caught_up,
+            figures.rerun_seconds,
+            figures.rerun_users,
+            figures.rerun_users as f64 / figures.rerun_seconds
+        );
+        catch_up_figures = Some(figures);
     }
 
     println!();
@@ -602,6 +696,17 @@ async fn measure(
             figures.users,
             figures.rss_at_end as i64 - figures.rss_at_first as i64,
             figures.rss_peak
+        );
+    }
+    if let Some(figures) = &catch_up_figures {
+        println!(
+            "ratio (f) catch-up / reset rerun = {:.4}   (goal <= 0.05)",
+            figures.catch_up_seconds / figures.rerun_seconds
+        );
+        println!(
+            "(f) rerun rate, replacing every user = {:.0} users/s   (goal >= 20000: ratio {:.2})",
+            figures.rerun_users as f64 / figures.rerun_seconds,
+            figures.rerun_users as f64 / figures.rerun_seconds / 20_000.0
         );
     }
     println!(
