@@ -295,6 +295,39 @@ fn time_at(samples: &[(f64, i64)], target: i64) -> f64 {
     previous.0
 }
 
+/// An engine writing to the built-in graph, on a pool of its own (closed by
+/// the caller at the end, so that its backends report their statistics).
+async fn built_in_graph_engine(
+    pool: &PgPool,
+    url: &str,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(RunExecutor, Engine), String> {
+    let executor = open_executor(runtime, url, 40)
+        .await
+        .map_err(|e| e.to_string())?;
+    let graph = engine(
+        pool,
+        &executor,
+        &[("IDENTITY_GRAPH_SINK", "postgres".into())],
+    )?;
+    Ok((executor, graph))
+}
+
+/// The run of (e) and (f): every user, flat out, one job.
+fn built_in_graph_request(batch: i64, concurrency: i64, reset_cursor: bool) -> StartRequest {
+    StartRequest {
+        job_key: Some("bench-built-in-graph".into()),
+        batch_size: Some(batch),
+        concurrency: Some(concurrency),
+        sleep_ms: Some(0),
+        max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
+        retry_failed_before_cursor: Some(false),
+        auto_resume: Some(false),
+        reset_cursor: Some(reset_cursor),
+        ..Default::default()
+    }
+}
+
 /// (e): a real run of every user into the built-in graph. The run gets its
 /// own pool, closed at the end so that its backends report their statistics.
 async fn built_in_graph_run(
@@ -317,29 +350,10 @@ async fn built_in_graph_run(
         return Err("the built-in graph is not empty".into());
     }
     let before = graph_scans(&mut stats).await?;
-    let executor = open_executor(runtime, url, 40)
-        .await
-        .map_err(|e| e.to_string())?;
-    let graph = engine(
-        pool,
-        &executor,
-        &[("IDENTITY_GRAPH_SINK", "postgres".into())],
-    )?;
+    let (executor, graph) = built_in_graph_engine(pool, url, runtime).await?;
     let started = Instant::now();
     let response = graph
-        .start(
-            &StartRequest {
-                job_key: Some("bench-built-in-graph".into()),
-                batch_size: Some(batch),
-                concurrency: Some(concurrency),
-                sleep_ms: Some(0),
-                max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
-                retry_failed_before_cursor: Some(false),
-                auto_resume: Some(false),
-                ..Default::default()
-            },
-            "bench",
-        )
+        .start(&built_in_graph_request(batch, concurrency, false), "bench")
         .await
         .map_err(|e| e.to_string())?;
     let key = response.job.job_key;
@@ -451,25 +465,8 @@ async fn catch_up_run(
         .execute(pool)
         .await
         .map_err(|e| e.to_string())?;
-    let executor = open_executor(runtime, url, 40)
-        .await
-        .map_err(|e| e.to_string())?;
-    let graph = engine(
-        pool,
-        &executor,
-        &[("IDENTITY_GRAPH_SINK", "postgres".into())],
-    )?;
-    let request = |reset_cursor| StartRequest {
-        job_key: Some("bench-built-in-graph".into()),
-        batch_size: Some(batch),
-        concurrency: Some(concurrency),
-        sleep_ms: Some(0),
-        max_runtime_ms: Some(MAX_RUNTIME_MS.bounds.max),
-        retry_failed_before_cursor: Some(false),
-        auto_resume: Some(false),
-        reset_cursor: Some(reset_cursor),
-        ..Default::default()
-    };
+    let (executor, graph) = built_in_graph_engine(pool, url, runtime).await?;
+    let request = |reset_cursor| built_in_graph_request(batch, concurrency, reset_cursor);
     let (caught_up, catch_up_seconds) = timed_run(&graph, pool, request(false)).await?;
     let (rerun_users, rerun_seconds) = timed_run(&graph, pool, request(true)).await?;
     drop(graph);
