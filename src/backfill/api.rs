@@ -29,6 +29,13 @@ pub async fn stop(job_key: String) -> Result<StopResponse, AppError> {
     shared::<Engine>()?.stop(&job_key, &admin.email).await
 }
 
+/// Changes a running job's `max_rate`, `concurrency` or `sleep_ms`.
+#[server(prefix = "/api/identity-graph-backfill", endpoint = "tune", input = Json)]
+pub async fn tune(#[server(flatten)] request: TuneRequest) -> Result<TuneResponse, AppError> {
+    let admin = require_allowed_admin().await?;
+    shared::<Engine>()?.tune(&request, &admin.email).await
+}
+
 #[server(name = GetJob, prefix = "/api/identity-graph-backfill", endpoint = "job", input = Json)]
 pub async fn job(job_key: String) -> Result<JobDetail, AppError> {
     require_allowed_admin().await?;

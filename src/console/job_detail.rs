@@ -11,6 +11,7 @@ use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
 use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
+use super::tune_panel::{TunePanel, TuningHistory};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{
@@ -110,7 +111,7 @@ fn Detail(
         <section class="card" aria-labelledby="status-title">
             <div class="section-head">
                 <h2 id="status-title">"Status"</h2>
-                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed />
+                <StopButton job_key=job.job_key.clone() can_stop=job.status.can_stop() on_changed=on_changed.clone() />
             </div>
             <div class="status-line" aria-live="polite">
                 <StatusBadge status=job.status />
@@ -168,6 +169,7 @@ fn Detail(
                 </p>
             </section>
         })}
+        <TunePanel job=job.clone() on_changed />
         <CoverageCheck coverage=detail.coverage.clone() dry_run=job.dry_run />
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>
@@ -215,6 +217,7 @@ fn Detail(
                 }}
             </section>
         </div>
+        <TuningHistory tunings=detail.tunings.clone() />
         <section class="card" aria-labelledby="failures-title">
             <h2 id="failures-title">"Recent per-user failures"</h2>
             <p class="muted">

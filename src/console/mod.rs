@@ -14,6 +14,7 @@ mod sparkline;
 mod start_form;
 mod summary;
 mod sync_any;
+mod tune_panel;
 
 pub use format::{exact_time, relative_time};
 pub use job_detail::JobDetailPage;

@@ -378,6 +378,7 @@ fn endpoint_fields(endpoint: &str) -> Option<&'static [&'static str]> {
         "login" => Some(&["email", "password"]),
         "logout" | "me" | "list" => Some(&[]),
         "stop" | "job" => Some(&["job_key"]),
+        "tune" => Some(&["job_key", "max_rate", "concurrency", "sleep_ms"]),
         _ => None,
     }
 }

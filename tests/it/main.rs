@@ -19,6 +19,7 @@
 //! | `upgrade` | rows written by other releases, and the upgrade itself |
 //! | `access` | sign-in, sessions, the allow-list guard, the audit log |
 //! | `admin_cli` | the binary's `admin` subcommands and their effect on live sessions |
+//! | `throttle` | `max_rate` spreads sends evenly; `tune` changes a running job from any replica |
 //! | `sign_in_limits` | the failure limit under load, across replicas, behind a proxy |
 #![cfg(feature = "ssr")]
 
@@ -38,4 +39,5 @@ mod lease;
 mod metrics;
 mod runner;
 mod sign_in_limits;
+mod throttle;
 mod upgrade;

@@ -173,7 +173,7 @@ start_options! {
             "Users fetched per batch, in id order after the cursor. The cursor and counters are saved once per batch.";
         SLEEP_MS sleep_ms: u32 = [0 ..= 60_000] default 250,
             "Sleep between batches" ("ms"),
-            "Pacing: how long the runner waits after each batch, to spare the Identity Graph.";
+            "Pacing: how long the runner waits after each batch, to spare the Identity Graph. Tunable while the job runs.";
         MAX_RUNTIME_MS max_runtime_ms: u64 = [1_000 ..= 21_600_000] default 900_000,
             "Runtime cap" ("ms"),
             "The run pauses itself after this long (a safety bound, not a failure) and auto-resumes later from its cursor.";
@@ -182,7 +182,10 @@ start_options! {
             "After this many users fail in a row, the run pauses (consecutive-failures) instead of failing everyone.";
         CONCURRENCY concurrency: u32 = [1 ..= 64] default 8,
             "Concurrency" ("users at once"),
-            "How many users of a batch are synced at the same time.";
+            "How many users of a batch are synced at the same time. Tunable while the job runs.";
+        MAX_RATE max_rate: u32 = [0 ..= 100_000] default 0,
+            "Max rate" ("users/s"),
+            "At most this many users a second, spread evenly over every slot and the retry pass; 0 for no limit. Tunable while the job runs.";
     }
     flags {
         DRY_RUN dry_run = false,

@@ -170,6 +170,43 @@ pub struct JobDetail {
     pub recent_failures: Vec<FailureRecord>,
     pub unresolved_failures: i64,
     pub runs: Vec<RunRecord>,
+    /// The latest changes `tune` made to the job's knobs, newest first.
+    #[serde(default)]
+    pub tunings: Vec<TuningRecord>,
+}
+
+/// What a caller sends to `tune`: the job, and any of the knobs a running
+/// job takes. Values are checked and clamped like `start`'s; a value of the
+/// wrong type is a `VALIDATION` error naming its field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuneRequest {
+    pub job_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuneResponse {
+    pub job: Job,
+    /// Values that were clamped into range.
+    pub adjustments: Vec<Adjustment>,
+    /// What changed (a value equal to the current one records nothing).
+    pub changes: Vec<TuningRecord>,
+}
+
+/// One knob changed by `tune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct TuningRecord {
+    pub tuned_by: String,
+    pub tuned_at: Timestamp,
+    pub field: String,
+    pub old_value: i64,
+    pub new_value: i64,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! off when the lease cannot be confirmed.
 
 use super::Engine;
-use crate::backfill::runner::{Lease, RunSignals};
+use crate::backfill::runner::{Knobs, Lease, RunSignals, Tuning};
 use crate::backfill::store;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ impl Engine {
         &self,
         lease: Lease,
         signals: RunSignals,
+        tuning: Tuning,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pool = self.inner.executor.pool.clone();
         let (poll_every, renew_every) = self.heartbeat_cadence();
@@ -64,13 +65,14 @@ impl Engine {
                 .await
                 .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
                 match answer {
-                    Ok(Some(stop_requested)) => {
+                    Ok(Some(answer)) => {
                         if renew {
                             last_renewal = asked_at;
                             // The row said `heartbeat_at = now()` no earlier than asked_at.
                             signals.lease_clock.confirm(asked_at);
                         }
-                        if stop_requested {
+                        apply_tuning(&tuning, &answer, &lease.job_key);
+                        if answer.stop_requested {
                             signals.stop.cancel();
                         }
                     }
@@ -87,5 +89,24 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Applies the knobs the row holds (a `tune` on any replica writes them
+/// there) to the run; a knob the row does not hold as a number keeps its value.
+fn apply_tuning(tuning: &Tuning, answer: &store::HeartbeatAnswer, job_key: &str) {
+    let current = tuning.knobs();
+    let read = |value: Option<i64>, fallback: u32| {
+        value
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(fallback)
+    };
+    let knobs = Knobs {
+        max_rate: read(answer.max_rate, current.max_rate),
+        concurrency: read(answer.concurrency, current.concurrency),
+        sleep_ms: read(answer.sleep_ms, current.sleep_ms),
+    };
+    if tuning.set(knobs) {
+        tracing::info!(%job_key, ?knobs, "run tuned");
     }
 }

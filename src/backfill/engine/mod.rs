@@ -19,7 +19,7 @@ mod watchdog;
 
 use super::domain::*;
 use super::identifiers::Normalizer;
-use super::runner::{Lease, LeaseClock, Position, RunSignals, Runner};
+use super::runner::{Knobs, Lease, LeaseClock, Position, RunSignals, Runner, Tuning};
 use super::sinks::{GraphBinding, IdentityGraph};
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
@@ -80,6 +80,7 @@ impl RunExecutor {
 struct LiveRun {
     run_id: i64,
     signals: RunSignals,
+    tuning: Tuning,
     /// Cancelled when the run's task has finished.
     done: CancellationToken,
     task: tokio::task::AbortHandle,
@@ -317,6 +318,88 @@ impl Engine {
         })
     }
 
+    /// Changes a running job's knobs (`max_rate`, `concurrency`,
+    /// `sleep_ms`). A run on this replica applies them at once; a run on
+    /// another replica reads them from the row at its next heartbeat poll
+    /// (within a second).
+    pub async fn tune(&self, request: &TuneRequest, actor: &str) -> Result<TuneResponse, AppError> {
+        let key = JobKey::parse_existing(&request.job_key)?;
+        let mut knobs: Vec<(&'static str, i64)> = Vec::new();
+        let mut adjustments = Vec::new();
+        for (option, sent) in [
+            (&MAX_RATE, &request.max_rate),
+            (&CONCURRENCY, &request.concurrency),
+            (&SLEEP_MS, &request.sleep_ms),
+        ] {
+            let Some(sent) = sent else { continue };
+            let value = sent.as_i64().ok_or_else(|| {
+                AppError::validation(
+                    option.field,
+                    format!("{} must be a whole number, not {sent}", option.field),
+                )
+            })?;
+            let effective = option.bounds.clamp(value);
+            if effective != value {
+                adjustments.push(Adjustment {
+                    field: option.field.to_string(),
+                    requested: value.to_string(),
+                    effective: effective.to_string(),
+                });
+            }
+            knobs.push((option.field, effective));
+        }
+        if knobs.is_empty() {
+            return Err(AppError::validation(
+                "max_rate",
+                "nothing to tune: send max_rate, concurrency or sleep_ms",
+            ));
+        }
+        let db = |e: sqlx::Error| internal_error("tuning a run", e);
+        let runtime_default = self.runtime_default();
+        let current = |row: &JobRow| match row.effective_options(runtime_default) {
+            Ok(options) => vec![
+                (MAX_RATE.field, (MAX_RATE.effective)(&options)),
+                (CONCURRENCY.field, (CONCURRENCY.effective)(&options)),
+                (SLEEP_MS.field, (SLEEP_MS.effective)(&options)),
+            ],
+            Err(_) => Vec::new(),
+        };
+        let tuned = store::tune(&self.inner.pool, key.as_str(), &knobs, current, actor)
+            .await
+            .map_err(db)?;
+        let (row, changes) = match tuned {
+            store::Tuned::Changed { row, changes } => (row, changes),
+            store::Tuned::NoSuchJob => {
+                return Err(AppError::not_found(format!("there is no job {key}")))
+            }
+            store::Tuned::NotRunning(row) => {
+                return Err(AppError::validation(
+                    "job_key",
+                    format!(
+                        "job {key} is {}, not running: tune changes a running job; start it with the new values instead",
+                        row.status.as_str()
+                    ),
+                ))
+            }
+        };
+        let job = row.to_job(runtime_default);
+        if let Some(live) = self
+            .inner
+            .live
+            .lock()
+            .expect("live map lock")
+            .get(key.as_str())
+        {
+            live.tuning.set(Knobs::of(&job.options));
+        }
+        tracing::info!(job_key = %key, %actor, ?knobs, "run tuned");
+        Ok(TuneResponse {
+            job,
+            adjustments,
+            changes,
+        })
+    }
+
     pub async fn list(&self) -> Result<ListResponse, AppError> {
         let db = |e: sqlx::Error| internal_error("listing jobs", e);
         let rows = store::list_jobs(&self.inner.pool).await.map_err(db)?;
@@ -370,6 +453,9 @@ impl Engine {
             runs: store::recent_runs(pool, key.as_str(), 20)
                 .await
                 .map_err(db)?,
+            tunings: store::recent_tunings(pool, key.as_str(), 20)
+                .await
+                .map_err(db)?,
         })
     }
 
@@ -403,7 +489,8 @@ impl Engine {
         )
         .with_finish_patience(self.inner.settings.lease_ttl / 2)
         .with_normalizer(self.inner.settings.normalizer);
-        let heartbeat = self.heartbeat(lease, signals.clone());
+        let tuning = runner.tuning();
+        let heartbeat = self.heartbeat(lease, signals.clone(), tuning.clone());
         let engine = self.clone();
         let span = tracing::info_span!("job", job_key = %key, run_id);
         let task_key = key.clone();
@@ -444,6 +531,7 @@ impl Engine {
             LiveRun {
                 run_id,
                 signals,
+                tuning,
                 done,
                 task: handle.abort_handle(),
             },

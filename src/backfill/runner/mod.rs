@@ -6,7 +6,10 @@
 //! `Runner::step` moves the window by one batch, so tests can drive a run
 //! step by step; `Runner::run` is the loop a tokio task executes.
 
+mod throttle;
 mod window;
+
+pub use throttle::{Knobs, Tuning};
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
 use super::identifiers::{GraphUser, Normalizer};
@@ -22,6 +25,9 @@ use std::sync::{
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use window::{Handled, Window};
+
+/// The longest a tuned knob waits to apply inside the runner.
+const TUNING_APPLIES_WITHIN: Duration = Duration::from_millis(500);
 
 /// How long users in flight may finish after a stop or a shutdown before
 /// they are dropped (a hanging Identity Graph must not hold a stop hostage).
@@ -223,6 +229,8 @@ pub struct Runner {
     finish_patience: Duration,
     /// Turns source rows into the identifiers the graph receives.
     normalizer: Normalizer,
+    /// The knobs `tune` may change, and the rate limit every slot shares.
+    tuning: Tuning,
 }
 
 /// One user's outcome.
@@ -262,6 +270,7 @@ async fn sync_chunk(
     sink: Option<Arc<dyn IdentityGraph>>,
     streak: Arc<AtomicU32>,
     latency: GraphLatency,
+    tuning: Tuning,
     users: Vec<GraphUser>,
     counts_toward_streak: bool,
 ) -> Vec<Outcome> {
@@ -271,6 +280,7 @@ async fn sync_chunk(
             .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
             .collect();
     };
+    tuning.admit(users.len()).await;
     let started = Instant::now();
     let chunk: Vec<&GraphUser> = users.iter().collect();
     let results = sink.write_users(&chunk).await;
@@ -387,6 +397,7 @@ impl Runner {
             Phase::Scan => position.cursor,
         });
         let latency = GraphLatency::for_job(&lease.job_key);
+        let tuning = Tuning::new(Knobs::of(&options));
         Self {
             clock,
             deadline,
@@ -405,7 +416,13 @@ impl Runner {
             latency,
             finish_patience: Duration::from_secs(10),
             normalizer: Normalizer::default(),
+            tuning,
         }
+    }
+
+    /// The run's knobs, for the heartbeat and `tune` to change.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning.clone()
     }
 
     /// Normalizes identifiers with `normalizer` (its phone region) instead
@@ -532,12 +549,8 @@ impl Runner {
     /// a short grace and then drops them, and every user of a dropped chunk
     /// is unhandled — so the prefix, and the checkpoint, stops before it.
     async fn advance_window(&mut self) -> Result<Vec<Handled>, StepError> {
-        let limit = self.options.concurrency.max(1) as usize;
         let batch = self.options.batch_size.max(1) as usize;
         let preferred = self.sink.as_ref().map_or(1, |sink| sink.preferred_chunk());
-        let chunk_size = preferred.min(batch.div_ceil(limit)).max(1);
-        // Fetch ahead while the chunks in flight could still drain the queue.
-        let fetch_below = limit * chunk_size;
         // How far past a slow user the window may reach before it waits for
         // it: bounds the users held in memory, not the run's speed.
         let max_span = (4 * batch).max(MIN_WINDOW_SPAN);
@@ -551,6 +564,11 @@ impl Runner {
             if self.window.handled_prefix() >= batch {
                 break;
             }
+            // Read each time round: `tune` may change the concurrency while the run goes.
+            let limit = self.tuning.knobs().concurrency.max(1) as usize;
+            let chunk_size = preferred.min(batch.div_ceil(limit)).max(1);
+            // Fetch ahead while the chunks in flight could still drain the queue.
+            let fetch_below = limit * chunk_size;
             while self.window.in_flight() < limit
                 && self.window.span() < max_span
                 && self.window.handled_prefix() < batch
@@ -574,6 +592,7 @@ impl Runner {
                     self.sink.clone(),
                     self.streak.clone(),
                     self.latency.clone(),
+                    self.tuning.clone(),
                     users,
                     counts_toward_streak,
                 );
@@ -585,6 +604,9 @@ impl Runner {
             tokio::select! {
                 () = self.window.next_done() => {}
                 () = self.signals.interrupted() => {}
+                // A tuned concurrency applies within a second even while
+                // every chunk in flight is slow.
+                () = tokio::time::sleep(TUNING_APPLIES_WITHIN) => {}
             }
         }
         Ok(self.window.take_prefix())
@@ -794,17 +816,24 @@ impl Runner {
         }
     }
 
-    /// Pauses between batches, waking early for a stop or a shutdown.
+    /// Pauses `sleep_ms` between batches, waking early for a stop or a
+    /// shutdown; a tuned `sleep_ms` applies within a second.
     async fn pace(&self) {
-        if self.options.sleep_ms == 0 {
-            return;
-        }
-        let sleep = tokio::time::sleep(Duration::from_millis(self.options.sleep_ms.into()));
-        let deadline = tokio::time::sleep_until(self.deadline.into());
-        tokio::select! {
-            _ = sleep => {}
-            _ = deadline => {}
-            _ = self.signals.interrupted() => {}
+        let started = tokio::time::Instant::now();
+        loop {
+            let sleep_ms = self.tuning.knobs().sleep_ms;
+            let until = started + Duration::from_millis(sleep_ms.into());
+            let now = tokio::time::Instant::now();
+            if until <= now {
+                return;
+            }
+            let nap = tokio::time::sleep((until - now).min(TUNING_APPLIES_WITHIN));
+            let deadline = tokio::time::sleep_until(self.deadline.into());
+            tokio::select! {
+                _ = nap => {}
+                _ = deadline => return,
+                _ = self.signals.interrupted() => return,
+            }
         }
     }
 

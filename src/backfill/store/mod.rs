@@ -244,35 +244,145 @@ pub async fn request_stop(
     Ok(row)
 }
 
+/// What a heartbeat reads back from the job row: a stop requested from any
+/// replica, and the knobs as `tune` last set them (`None` where the stored
+/// options do not hold a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeartbeatAnswer {
+    pub stop_requested: bool,
+    pub max_rate: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub sleep_ms: Option<i64>,
+}
+
+/// The knobs of a job row's stored options, as numbers or NULL.
+const STORED_KNOBS: &str = "stop_requested,
+    CASE WHEN jsonb_typeof(options -> 'max_rate') = 'number' THEN (options ->> 'max_rate')::numeric::int8 END AS max_rate,
+    CASE WHEN jsonb_typeof(options -> 'concurrency') = 'number' THEN (options ->> 'concurrency')::numeric::int8 END AS concurrency,
+    CASE WHEN jsonb_typeof(options -> 'sleep_ms') = 'number' THEN (options ->> 'sleep_ms')::numeric::int8 END AS sleep_ms";
+
 /// Renews the run's lease. `None` means the run no longer owns the job.
 pub async fn heartbeat(
     pool: &PgPool,
     job_key: &str,
     token: &str,
     renew: bool,
-) -> Result<Option<bool>, sqlx::Error> {
+) -> Result<Option<HeartbeatAnswer>, sqlx::Error> {
     if renew {
-        sqlx::query_scalar(
+        sqlx::query_as(&format!(
             "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now()
              WHERE job_key = $1 AND owner = $2 AND status = ANY($3)
-             RETURNING stop_requested",
-        )
+             RETURNING {STORED_KNOBS}"
+        ))
         .bind(job_key)
         .bind(token)
         .bind(&JobStatus::ACTIVE[..])
         .fetch_optional(pool)
         .await
     } else {
-        sqlx::query_scalar(
-            "SELECT stop_requested FROM identity_graph_backfill_jobs
-             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)",
-        )
+        sqlx::query_as(&format!(
+            "SELECT {STORED_KNOBS} FROM identity_graph_backfill_jobs
+             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)"
+        ))
         .bind(job_key)
         .bind(token)
         .bind(&JobStatus::ACTIVE[..])
         .fetch_optional(pool)
         .await
     }
+}
+
+/// How `tune` went.
+#[derive(Debug)]
+pub enum Tuned {
+    /// The knobs were changed (or already had these values).
+    Changed {
+        row: JobRow,
+        changes: Vec<TuningRecord>,
+    },
+    /// The job is not running: nothing was changed.
+    NotRunning(JobRow),
+    NoSuchJob,
+}
+
+/// Sets `knobs` (field → value, already checked) on a running job's stored
+/// options, where the heartbeat of its run reads them, and records each
+/// change with `actor`. Guarded by the status, in one transaction that
+/// holds the row.
+pub async fn tune(
+    pool: &PgPool,
+    job_key: &str,
+    knobs: &[(&'static str, i64)],
+    current: impl FnOnce(&JobRow) -> Vec<(&'static str, i64)>,
+    actor: &str,
+) -> Result<Tuned, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1 FOR UPDATE"
+    ))
+    .bind(job_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Tuned::NoSuchJob);
+    };
+    if row.status() != Some(JobStatus::Running) {
+        return Ok(Tuned::NotRunning(row));
+    }
+    let before = current(&row);
+    let changed: Vec<(&str, i64, i64)> = knobs
+        .iter()
+        .filter_map(|(field, new)| {
+            let old = before.iter().find(|(f, _)| f == field).map(|(_, v)| *v)?;
+            (old != *new).then_some((*field, old, *new))
+        })
+        .collect();
+    let patch: serde_json::Map<String, serde_json::Value> = knobs
+        .iter()
+        .map(|(field, value)| (field.to_string(), serde_json::json!(value)))
+        .collect();
+    let row: JobRow = sqlx::query_as(&format!(
+        "UPDATE identity_graph_backfill_jobs SET options = options || $2, updated_at = now()
+         WHERE job_key = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_key)
+    .bind(sqlx::types::Json(&patch))
+    .fetch_one(&mut *tx)
+    .await?;
+    let (fields, (olds, news)): (Vec<&str>, (Vec<i64>, Vec<i64>)) = changed
+        .iter()
+        .map(|(field, old, new)| (*field, (*old, *new)))
+        .unzip();
+    let changes: Vec<TuningRecord> = sqlx::query_as(
+        "INSERT INTO identity_graph_backfill_tunings (job_key, tuned_by, field, old_value, new_value)
+         SELECT $1, $2, field, old_value, new_value
+         FROM unnest($3::text[], $4::int8[], $5::int8[]) AS t(field, old_value, new_value)
+         RETURNING tuned_by, tuned_at, field, old_value, new_value",
+    )
+    .bind(job_key)
+    .bind(actor)
+    .bind(&fields)
+    .bind(&olds)
+    .bind(&news)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Tuned::Changed { row, changes })
+}
+
+pub async fn recent_tunings(
+    pool: &PgPool,
+    job_key: &str,
+    limit: i64,
+) -> Result<Vec<TuningRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tuned_by, tuned_at, field, old_value, new_value FROM identity_graph_backfill_tunings
+         WHERE job_key = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(job_key)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 /// Jobs whose run stopped heartbeating: `running → paused (interrupted)`,

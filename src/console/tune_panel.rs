@@ -1,0 +1,163 @@
+//! The brake on the job page: change a running job's max rate, concurrency
+//! and sleep without stopping it (`tune`), and the history of such changes.
+
+use super::format::{exact_time, relative_time, thousands};
+use super::IntoSyncAny;
+use crate::backfill::api::Tune;
+use crate::backfill::domain::{
+    Job, NumberOption, TuneRequest, TuningRecord, CONCURRENCY, MAX_RATE, SLEEP_MS,
+};
+use leptos::prelude::*;
+
+/// The knobs `tune` changes, in the order the panel shows them.
+const KNOBS: [&NumberOption; 3] = [&MAX_RATE, &CONCURRENCY, &SLEEP_MS];
+
+/// The control, shown while the job runs: one field per knob, prefilled
+/// with the value the run uses, and "Apply".
+#[component]
+pub fn TunePanel(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+    if job.status != crate::backfill::domain::JobStatus::Running {
+        return ().into_sync_any();
+    }
+    let tune = ServerAction::<Tune>::new();
+    Effect::new(move |_| {
+        if tune.value().get().is_some_and(|r| r.is_ok()) {
+            on_changed();
+        }
+    });
+    let values: [RwSignal<String>; 3] =
+        KNOBS.map(|option| RwSignal::new((option.effective)(&job.options).to_string()));
+    let key = StoredValue::new(job.job_key.clone());
+    let outcome = move || {
+        tune.value().get().map(|result| match result {
+            Ok(answer) if answer.changes.is_empty() => "Nothing changed.".to_string(),
+            Ok(answer) => {
+                let mut text = format!(
+                    "Applied: {}.",
+                    answer
+                        .changes
+                        .iter()
+                        .map(|c| format!(
+                            "{} {} → {}",
+                            label_of(&c.field),
+                            thousands(c.old_value),
+                            thousands(c.new_value)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for adjustment in &answer.adjustments {
+                    text.push_str(&format!(
+                        " {} {} was clamped to {}.",
+                        label_of(&adjustment.field),
+                        adjustment.requested,
+                        adjustment.effective
+                    ));
+                }
+                text
+            }
+            Err(error) => error.display_message(),
+        })
+    };
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let number = |index: usize| {
+            let text = values[index].get_untracked();
+            let text = text.trim().replace(',', "");
+            Some(
+                text.parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::String(text)),
+            )
+        };
+        tune.dispatch(Tune {
+            request: TuneRequest {
+                job_key: key.get_value(),
+                max_rate: number(0),
+                concurrency: number(1),
+                sleep_ms: number(2),
+            },
+        });
+    };
+    view! {
+        <section class="card tune" aria-labelledby="tune-title">
+            <h2 id="tune-title">"Tune the running job"</h2>
+            <p class="muted">
+                "Slow it down or speed it up without stopping it. The run applies a change within a second, on whichever replica runs it."
+            </p>
+            <form class="tune-form" on:submit=submit>
+                {KNOBS
+                    .iter()
+                    .enumerate()
+                    .map(|(index, option)| {
+                        let id = format!("tune-{}", option.field);
+                        view! {
+                            <div class="field">
+                                <label for=id.clone()>{option.label} <span class="unit">" (" {option.unit} ")"</span></label>
+                                <input
+                                    id=id
+                                    type="text"
+                                    inputmode="numeric"
+                                    autocomplete="off"
+                                    prop:value=move || values[index].get()
+                                    on:input=move |ev| values[index].set(event_target_value(&ev))
+                                />
+                                <p class="help range">
+                                    {thousands(option.bounds.min)} "–" {thousands(option.bounds.max)}
+                                    {(option.field == MAX_RATE.field).then_some(" · 0 = no limit")}
+                                </p>
+                            </div>
+                        }
+                    })
+                    .collect_view()}
+                <div class="actions">
+                    <button class="button primary" type="submit" disabled=move || tune.pending().get()>
+                        {move || if tune.pending().get() { "Applying…" } else { "Apply" }}
+                    </button>
+                </div>
+            </form>
+            <p class="tune-outcome" role="status" aria-live="polite">{outcome}</p>
+        </section>
+    }
+    .into_sync_any()
+}
+
+/// Who changed which knob, when, from what to what.
+#[component]
+pub fn TuningHistory(tunings: Vec<TuningRecord>) -> impl IntoView {
+    if tunings.is_empty() {
+        return ().into_sync_any();
+    }
+    view! {
+        <section class="card" aria-labelledby="tunings-title">
+            <h2 id="tunings-title">"Tuning history"</h2>
+            <ol class="runs">
+                {tunings
+                    .into_iter()
+                    .map(|t| {
+                        view! {
+                            <li>
+                                <p>
+                                    <strong>{label_of(&t.field)}</strong>
+                                    " " {thousands(t.old_value)} " → " {thousands(t.new_value)}
+                                </p>
+                                <p class="muted">
+                                    "by " <span class="email">{t.tuned_by}</span> " "
+                                    <time title=exact_time(t.tuned_at)>{relative_time(t.tuned_at)}</time>
+                                </p>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ol>
+        </section>
+    }
+    .into_sync_any()
+}
+
+fn label_of(field: &str) -> &'static str {
+    KNOBS
+        .iter()
+        .find(|option| option.field == field)
+        .map_or("a knob", |option| option.label)
+}
