@@ -25,7 +25,7 @@ async fn insert_row(pool: &PgPool, key: &str, status: &str, options: Value) {
 
 fn full_options(key: &str) -> Value {
     json!({"job_key": key, "batch_size": 7, "sleep_ms": 0, "max_runtime_ms": 600000,
-           "max_consecutive_failures": 30, "concurrency": 3, "mode": "full",
+           "max_consecutive_failures": 30, "concurrency": 3, "max_rate": 0, "mode": "full",
            "retry_failed_before_cursor": true, "reset_cursor": false, "dry_run": false,
            "auto_resume": true})
 }
@@ -49,7 +49,7 @@ async fn rows_from_other_releases_read_with_defaults_and_resume(pool: PgPool) {
     let (status, list) = admin.list().await;
     assert_eq!(status, 200, "{list}");
     let jobs = list["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), 12);
+    assert_eq!(jobs.len(), start_fields().len() + 1);
     let job = |key: &str| jobs.iter().find(|j| j["job_key"] == key).unwrap().clone();
     assert_eq!(job("lacks-batch-size")["options"]["batch_size"], 100);
     assert_eq!(job("lacks-sleep-ms")["options"]["sleep_ms"], 250);
@@ -58,6 +58,8 @@ async fn rows_from_other_releases_read_with_defaults_and_resume(pool: PgPool) {
         900_000
     );
     assert_eq!(job("lacks-concurrency")["options"]["concurrency"], 8);
+    // A row from before max_rate runs without a limit, as it did.
+    assert_eq!(job("lacks-max-rate")["options"]["max_rate"], 0);
     assert_eq!(job("lacks-mode")["options"]["mode"], "full");
     assert_eq!(job("lacks-auto-resume")["options"]["auto_resume"], true);
     assert_eq!(job("extra-field")["options"]["batch_size"], 7);
