@@ -15,7 +15,8 @@ use super::tune_panel::{TunePanel, TuningHistory};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{
-    Coverage, JobDetail, StartOptions, Timestamp, FLAG_OPTIONS, JOB_KEY, MODE, NUMBER_OPTIONS,
+    Coverage, JobDetail, StartOptions, Timestamp, FLAG_OPTIONS, JOB_KEY, MAX_RATE, MODE,
+    NUMBER_OPTIONS,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -139,7 +140,12 @@ fn Detail(
                 <div><dt>"Cursor"</dt><dd>{thousands(job.cursor)}</dd></div>
                 <div>
                     <dt>"Identifiers dropped"</dt>
-                    <dd>{dropped_summary(&job.dropped_identifiers)}</dd>
+                    <dd class="dropped">
+                        {dropped_lines(&job.dropped_identifiers)
+                            .into_iter()
+                            .map(|line| view! { <span>{line}</span> })
+                            .collect_view()}
+                    </dd>
                 </div>
                 <div>
                     <dt>"Identity Graph"</dt>
@@ -260,7 +266,9 @@ fn Detail(
 fn OptionsList(options: StartOptions) -> impl IntoView {
     let numbers = NUMBER_OPTIONS.iter().map(|option| {
         let value = (option.effective)(&options);
-        let shown = if option.has_configured_default() {
+        let shown = if option.field == MAX_RATE.field && value == 0 {
+            "no limit".to_string()
+        } else if option.has_configured_default() {
             // The runtime cap reads better with its duration beside it.
             format!("{} ms ({})", thousands(value), duration_ms(value as u64))
         } else if option.unit == "ms" {
@@ -346,10 +354,11 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
     }
 }
 
-/// `"email: not an address" → 12` … as `email: 12 not an address · …`, largest first.
-fn dropped_summary(dropped: &std::collections::BTreeMap<String, i64>) -> String {
+/// `"email: not an address" → 12` … as `email: 12 not an address`, one
+/// line each, largest first.
+fn dropped_lines(dropped: &std::collections::BTreeMap<String, i64>) -> Vec<String> {
     if dropped.is_empty() {
-        return "none".into();
+        return vec!["none".into()];
     }
     let mut entries: Vec<(&String, &i64)> = dropped.iter().collect();
     entries.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -359,8 +368,7 @@ fn dropped_summary(dropped: &std::collections::BTreeMap<String, i64>) -> String 
             Some((kind, reason)) => format!("{kind}: {} {reason}", thousands(*count)),
             None => format!("{key}: {}", thousands(*count)),
         })
-        .collect::<Vec<_>>()
-        .join(" · ")
+        .collect()
 }
 
 fn plural(count: i64, one: &str, many: &str) -> String {
