@@ -274,22 +274,43 @@ async fn admission_checks_size_then_session_then_shape(pool: PgPool) {
     }
     assert_eq!(count(&pool, JOBS).await, 0);
 
-    // A page for a key with dots renders for an allowed admin.
-    admin
+    // A page for a key with dots renders the job for an allowed admin.
+    let (status, body) = admin
         .start(json!({"job_key": "backfill.2024", "dry_run": true}))
         .await;
-    let page = reqwest::Client::new()
-        .get(app.url("/jobs/backfill.2024:dry-run"))
-        .header("cookie", &admin.cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status().as_u16(), 200);
-    let html = page.text().await.unwrap();
-    assert!(
-        html.contains("backfill.2024:dry-run"),
-        "the job page renders"
-    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["started"], true, "{body}");
+    assert_eq!(body["job"]["job_key"], "backfill.2024:dry-run");
+    assert_eq!(body["job"]["dry_run"], true);
+    wait_until_idle(&pool, "backfill.2024:dry-run").await;
+    let page = |path: &'static str| {
+        let request = reqwest::Client::new()
+            .get(app.url(path))
+            .header("cookie", &admin.cookie);
+        async move {
+            let page = request.send().await.unwrap();
+            assert_eq!(page.status().as_u16(), 200, "{path}");
+            page.text().await.unwrap()
+        }
+    };
+    // Only a loaded job shows who started it and its dry-run marker; the
+    // key alone is printed from the URL (breadcrumb, heading) for any key.
+    let loaded = [
+        format!("<dd>{}</dd>", ALLOWED.0),
+        r#"<span class="marker">dry run</span>"#.to_string(),
+    ];
+    let html = page("/jobs/backfill.2024:dry-run").await;
+    for shown in &loaded {
+        assert!(html.contains(shown.as_str()), "the job page shows {shown}");
+    }
     assert!(!html.contains("Your session has ended"));
+    let missing = page("/jobs/backfill.2025:dry-run").await;
+    assert!(missing.contains("backfill.2025:dry-run"));
+    for shown in &loaded {
+        assert!(
+            !missing.contains(shown.as_str()),
+            "a job that does not exist shows no {shown}"
+        );
+    }
     app.stop().await;
 }

@@ -10,6 +10,7 @@ use identity_graph_backfill::{
 };
 use serde_json::json;
 use sqlx::PgPool;
+use std::time::{Duration, Instant};
 
 #[sqlx::test]
 async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) {
@@ -74,7 +75,7 @@ async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) 
 async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgPool) {
     seed(&pool, 600).await;
     let (replica, graph) = Replica::and_graph(&pool, &[]).await;
-    graph.behave(|_, _| Reply::Slow(std::time::Duration::from_millis(5)));
+    graph.behave(|_, _| Reply::Slow(Duration::from_millis(5)));
     let start = json!({"job_key": "capped", "batch_size": 20, "sleep_ms": 0, "concurrency": 1, "max_runtime_ms": 1000});
     let row = replica.run(start.clone()).await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
@@ -194,8 +195,14 @@ async fn a_stop_lands_even_when_the_graph_hangs(pool: PgPool) {
         graph.request_count() >= 4
     })
     .await;
+    let asked = Instant::now();
     replica.stop("hanging", OPERATOR).await.unwrap();
     let row = wait_until_idle(&pool, "hanging").await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the stop landed {took:?} after it was asked for; the promise is within about a second, 2 s at most"
+    );
     assert_eq!(row.status().unwrap(), JobStatus::Stopped);
     assert_eq!(row.cursor, 0, "no user was handled, so the cursor stays");
     assert_eq!(row.processed + row.failed + row.skipped, 0);

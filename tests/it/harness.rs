@@ -11,6 +11,9 @@
 //!   [`wait_until_status`], [`wait_for_cursor`], [`wait_for`]). They poll,
 //!   because the run is another task or another process; nothing else does.
 
+// An explicit path, so that a test binary of its own can include this file
+// with `#[path]` (tests/sign_in_cost.rs).
+#[path = "harness/graph.rs"]
 pub mod graph;
 
 use graph::GraphServer;
