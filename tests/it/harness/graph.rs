@@ -114,6 +114,12 @@ impl GraphServer {
             .collect()
     }
 
+    /// The highest user id the server was asked to write, if any.
+    pub fn highest_requested(&self) -> Option<i64> {
+        let requests = self.inner.requests.lock().unwrap();
+        requests.iter().map(|(id, _)| *id).max()
+    }
+
     /// The most requests the server was ever answering at once.
     pub fn max_in_flight(&self) -> usize {
         self.inner.in_flight.lock().unwrap().1
