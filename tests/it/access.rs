@@ -68,6 +68,18 @@ async fn a_wrong_password_and_an_unknown_email_look_the_same(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn session_cookie_secure_forces_secure_on_plain_http(pool: PgPool) {
+    let app = TestApp::with_admins(&pool, &[("SESSION_COOKIE_SECURE", "true")]).await;
+    let response = app.sign_in(ALLOWED.0, ALLOWED.1, &[]).await;
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.split("; ").any(|attribute| attribute == "Secure"),
+        "{cookie}"
+    );
+}
+
+#[sqlx::test]
 async fn login_rotates_the_session_id(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[]).await;
     let first = app.session(ALLOWED).await;

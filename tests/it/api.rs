@@ -314,3 +314,56 @@ async fn admission_checks_size_then_session_then_shape(pool: PgPool) {
     }
     app.stop().await;
 }
+
+/// An `INTERNAL` error answers 500 with a request id and nothing of the
+/// cause; the cause is in the server's log under that id. Through the real
+/// binary, whose log is the one an operator reads.
+#[sqlx::test]
+async fn an_internal_error_shows_only_a_request_id_and_logs_the_cause(pool: PgPool) {
+    add_admins(&pool).await;
+    let server = ServerProcess::spawn_logged(&pool, BUILT_IN_GRAPH).await;
+    let admin = server.signed_in().await;
+    sqlx::query("ALTER TABLE identity_graph_backfill_jobs RENAME TO jobs_moved_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = admin.list().await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["code"], "INTERNAL");
+    let id = body["request_id"]
+        .as_str()
+        .expect("a request id")
+        .to_string();
+    assert!(id.len() >= 8, "{body}");
+    assert_eq!(
+        body["message"],
+        format!("Something went wrong on the server (request id {id}).")
+    );
+    let text = body.to_string();
+    for secret in [
+        "identity_graph_backfill_jobs",
+        "does not exist",
+        "relation",
+        "sqlx",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the answer shows {secret:?}: {text}"
+        );
+    }
+    let mut line = None;
+    wait_for("the cause in the log", async || {
+        line = server
+            .log()
+            .lines()
+            .find(|line| line.contains(&id) && line.contains("internal error"))
+            .map(str::to_string);
+        line.is_some()
+    })
+    .await;
+    let line = line.unwrap();
+    assert!(
+        line.contains("identity_graph_backfill_jobs") && line.contains("does not exist"),
+        "{line}"
+    );
+}

@@ -28,6 +28,8 @@ pub enum Reply {
     Slow(Duration),
     /// Answers 302 to another URL.
     Redirect,
+    /// Answers this status with a body that never ends.
+    EndlessError(u16),
 }
 
 type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
@@ -197,6 +199,17 @@ async fn handle(
             "slow down",
         )
             .into_response(),
+        Reply::EndlessError(code) => {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 1024]);
+            let endless = futures::stream::repeat_with(move || {
+                Ok::<_, std::convert::Infallible>(chunk.clone())
+            });
+            (
+                StatusCode::from_u16(code).unwrap(),
+                axum::body::Body::from_stream(endless),
+            )
+                .into_response()
+        }
         Reply::Redirect => (
             StatusCode::FOUND,
             [("location", "http://elsewhere.invalid/users")],
