@@ -11,6 +11,15 @@ replicas are shut down and chaos/reconcile.sql compares what the graph server
 acknowledged, and the unresolved failure rows, with the source users and the
 job row's counters. See README, "Chaos".
 
+Every anomaly the driver sees is a mismatch, not a note: the job ending
+`failed` mid-run, a replica exiting on its own, a SIGTERM exit over 5 s (or
+one that needs a kill), a stop over 2.5 s, overlapping writes for one user,
+open run rows or negative run counters after shutdown, and an unresolved
+failure whose user's last answer from the graph was a 2xx (or who was never
+sent). A run counts only if at least one event was injected while the job
+was `running`; a run that finished before that is void and replaced by
+another one, with the next seed.
+
 Only the standard library; called by scripts/chaos, which finds the binary.
 """
 
@@ -304,6 +313,8 @@ class RunResult:
     lost: int = 0
     mismatches: list[str] = field(default_factory=list)
     stuck: bool = False
+    # Events injected while the job was `running` (a run needs one to count).
+    while_running: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -339,6 +350,10 @@ class Run:
     def note(self, text: str) -> None:
         self.result.notes.append(text)
         self.event("NOTE " + text)
+
+    def anomaly(self, text: str) -> None:
+        """Something the app must never do: a mismatch, so the run fails."""
+        self.result.mismatches.append(text)
 
     # -- set-up
 
@@ -468,11 +483,11 @@ class Run:
                 else:
                     exited = replica.terminate(grace=15)
                     if exited is None:
-                        self.note(f"SIGTERM: replica {replica.name} did not exit within 15 s; killed")
+                        self.anomaly(f"SIGTERM: replica {replica.name} did not exit within 15 s; killed")
                     else:
                         label += f" (exit {exited:.1f}s)"
                         if exited > 5:
-                            self.note(f"SIGTERM: replica {replica.name} took {exited:.1f}s to exit (> 5 s)")
+                            self.anomaly(f"SIGTERM: replica {replica.name} took {exited:.1f}s to exit (> 5 s)")
             self.event(label)
             time.sleep(self.rng.uniform(0, 2))
             for replica in targets:
@@ -501,7 +516,9 @@ class Run:
             self.client.call("stop", {"job_key": JOB_KEY})
             status, took = self.wait_status({"stopped", "completed", "failed"}, timeout=30)
             if status != "stopped" and status != "completed":
-                self.note(f"stop before the dry run: job was {status} {took:.0f}s after the stop request")
+                self.anomaly(f"stop before the dry run: job was {status} {took:.0f}s after the stop request")
+            elif status == "stopped" and took > 2.5:
+                self.anomaly(f"stop before the dry run took {took:.1f}s to reach `stopped` (> 2.5 s)")
             answer = self.client.call("start", {"job_key": JOB_KEY, "dry_run": True, "sleep_ms": 0,
                                                 "batch_size": self.start_body["batch_size"]})
             dry_key = answer["job"]["job_key"]
@@ -511,7 +528,7 @@ class Run:
                 try:
                     self.client.call("stop", {"job_key": dry_key})
                 except ApiError as error:
-                    self.note(f"could not stop the dry run {dry_key!r}: {error}")
+                    self.anomaly(f"could not stop the dry run {dry_key!r}: {error}")
                 deadline = time.monotonic() + 60
                 while dry["status"] not in ("stopped", "completed", "failed") and time.monotonic() < deadline:
                     time.sleep(0.2)
@@ -521,7 +538,7 @@ class Run:
                 f"cursor {dry['cursor']}, skipped {dry['skipped']}"
             )
             if dry_key == JOB_KEY:
-                self.note(f"a dry run of key {JOB_KEY!r} was recorded on the real job's row "
+                self.anomaly(f"a dry run of key {JOB_KEY!r} was recorded on the real job's row "
                           f"(cursor {dry['cursor']}, {dry['skipped']} skipped)")
             if status != "completed":
                 self.start_job("after the dry run")
@@ -530,10 +547,10 @@ class Run:
             before = answer["job"]["status"]
             status, took = self.wait_status({"stopped", "completed", "failed"}, timeout=30)
             label = f"stop ({before} -> {status} in {took:.1f}s)"
-            if status != "stopped":
-                self.note(f"stop: job was {status} {took:.0f}s after the stop request")
-            elif took > 2.5:
-                self.note(f"stop took {took:.1f}s to reach `stopped` (the contract says about 2 s)")
+            if status not in ("stopped", "completed"):
+                self.anomaly(f"stop: job was {status} {took:.0f}s after the stop request")
+            elif status == "stopped" and took > 2.5:
+                self.anomaly(f"stop took {took:.1f}s to reach `stopped` (> 2.5 s; the contract says about 2 s)")
             self.event(label)
             time.sleep(self.rng.uniform(0, 1.5))
             if status != "completed":
@@ -578,12 +595,11 @@ class Run:
         budget = rng.randint(args.min_events, args.max_events)
         deadline = time.monotonic() + args.timeout
         next_event = time.monotonic() + rng.uniform(0.3, 2.0)
-        seen_failed = 0
         while True:
             for replica in self.replicas:
                 if not replica.alive():
                     code = replica.popen.returncode if replica.popen else None
-                    self.note(f"replica {replica.name} exited on its own (code {code}); restarted")
+                    self.anomaly(f"replica {replica.name} exited on its own (code {code}); restarted")
                     replica.launch(self.result.notes)
             job = self.job()
             status = job["status"]
@@ -599,19 +615,20 @@ class Run:
                 break
             if status in ("stopped", "failed"):
                 if status == "failed":
-                    seen_failed += 1
-                    self.note(f"job ended `failed` (restarted through the API): {job.get('last_error')!r}")
+                    self.anomaly(f"job ended `failed` mid-run (restarted through the API): {job.get('last_error')!r}")
                 else:
-                    self.note("job was `stopped` without a pending chaos stop (restarted)")
+                    self.anomaly("job was `stopped` without a pending chaos stop (restarted)")
                 self.start_job(f"after {status}")
                 continue
             if status == "paused" and job.get("pause_reason") not in (
                 "interrupted", "max-runtime", "consecutive-failures"
             ):
-                self.note(f"paused with reason {job.get('pause_reason')!r}: restarted through the API")
+                self.anomaly(f"paused with reason {job.get('pause_reason')!r}: restarted through the API")
                 self.start_job("after a non-resumable pause")
                 continue
             if len(self.result.events) < budget and time.monotonic() >= next_event:
+                if status == "running":
+                    self.result.while_running += 1
                 self.inject()
                 next_event = time.monotonic() + rng.uniform(args.min_gap, args.max_gap)
                 continue
@@ -632,12 +649,18 @@ class Run:
 
     def shut_down_replicas(self) -> None:
         for replica in self.replicas:
-            if replica.terminate(grace=15) is None:
-                self.note(f"final SIGTERM: replica {replica.name} did not exit within 15 s; killed")
+            exited = replica.terminate(grace=15)
+            if exited is None:
+                self.anomaly(f"final SIGTERM: replica {replica.name} did not exit within 15 s; killed")
+            elif exited > 5:
+                self.anomaly(f"final SIGTERM: replica {replica.name} took {exited:.1f}s to exit (> 5 s)")
 
     def reconcile(self) -> None:
         acked_path = self.dir / "acked.txt"
         acked_path.write_bytes(self.graph_get("/acked"))
+        last_answers = self.graph_get("/last")
+        (self.dir / "last-answers.txt").write_bytes(last_answers)
+        last = dict(line.split(" ", 1) for line in last_answers.decode().splitlines() if line)
         stats = json.loads(self.graph_get("/stats"))
         (self.dir / "graph-stats.json").write_text(json.dumps(stats, indent=1))
         self.graph.terminate(grace=5)
@@ -650,7 +673,13 @@ class Run:
             raise ChaosError(f"reconciliation failed: {result.stderr.decode().strip()}")
         r = json.loads(result.stdout.decode().strip().splitlines()[-1])
         (self.dir / "reconcile.json").write_text(json.dumps(r, indent=1))
+        unresolved = psql(
+            self.url,
+            "SELECT user_id FROM identity_graph_backfill_failures "
+            f"WHERE job_key = '{JOB_KEY}' AND resolved_at IS NULL ORDER BY user_id",
+        )
         self.check(r, stats)
+        self.check_failures([int(u) for u in unresolved.split()], last)
 
     def check(self, r: dict, stats: dict) -> None:
         m = self.result.mismatches
@@ -705,16 +734,33 @@ class Run:
         )
         self.event("reconcile: " + info)
         if r["open_runs"]:
-            self.note(f"{r['open_runs']} run rows still open (ended_at NULL) after shutdown")
+            self.anomaly(f"{r['open_runs']} run rows still open (ended_at NULL) after shutdown")
         if r.get("negative_runs"):
-            self.note(f"{r['negative_runs']} run rows with a negative counter")
+            self.anomaly(f"{r['negative_runs']} run rows with a negative counter")
         if stats.get("overlaps"):
-            self.note(
+            self.anomaly(
                 f"graph saw {stats['overlaps']} overlapping PUTs for the same user "
                 f"(two runners at once?), e.g. users {stats['overlap_ids'][:10]}"
             )
-        for label in m:
-            self.event("MISMATCH " + label)
+
+    def check_failures(self, unresolved: list[int], last: dict[str, str]) -> None:
+        """Lost trusts the failure rows; this checks them: every unresolved
+        failure must be a user whose last answer from the graph was not a 2xx
+        (an error status, or a hang the app timed out on)."""
+        acked_last = [u for u in unresolved if last.get(str(u)) == "ok"]
+        never_sent = [u for u in unresolved if str(u) not in last]
+        if acked_last:
+            self.anomaly(
+                f"{len(acked_last)} unresolved failures whose last graph answer was 2xx "
+                f"(recorded as failed although written), e.g. users {acked_last[:10]}"
+            )
+        if never_sent:
+            self.anomaly(
+                f"{len(never_sent)} unresolved failures the graph never received, e.g. users {never_sent[:10]}"
+            )
+        self.event(f"failures: {len(unresolved)} unresolved, last answers "
+                   + json.dumps({k: sum(1 for u in unresolved if last.get(str(u)) == k)
+                                 for k in sorted({last.get(str(u), 'none') for u in unresolved})}))
 
     # -- all of it
 
@@ -725,6 +771,8 @@ class Run:
             self.drive()
             self.shut_down_replicas()
             self.reconcile()
+            for label in self.result.mismatches:
+                self.event("MISMATCH " + label)
         except (ChaosError, ApiError, subprocess.TimeoutExpired, OSError, KeyError, ValueError) as error:
             self.result.error = f"{type(error).__name__}: {error}"
             self.event("ERROR " + self.result.error)
@@ -797,20 +845,32 @@ def main() -> int:
     )
 
     results: list[RunResult] = []
-    for n in range(1, args.runs + 1):
+    counted = 0
+    n = 0
+    # A void run (no event while the job was `running`) is replaced by the
+    # next seed; a machine so fast that most runs are void fails instead.
+    most = 2 * args.runs + 3
+    while counted < args.runs and n < most:
+        n += 1
         run = Run(n, args.seed + n - 1, args, base_url, logdir)
         result = run.execute()
         results.append(result)
-        status = "ERROR" if result.error else result.status
+        void = result.error is None and result.while_running == 0
+        if not void:
+            counted += 1
+        status = "ERROR" if result.error else "VOID" if void else result.status
         log(
-            f"run {n:2d}/{args.runs}  seed {result.seed:<7d} users {result.users:<6d} "
-            f"{summarize_events(result.events):<52s} {status:<9s} lost {result.lost:<4d} "
-            f"mismatches {len(result.mismatches):<2d} {result.seconds:6.1f}s"
+            f"run {n:2d} ({counted}/{args.runs})  seed {result.seed:<7d} users {result.users:<6d} "
+            f"{summarize_events(result.events):<52s} {result.while_running:2d} while running  "
+            f"{status:<9s} lost {result.lost:<4d} mismatches {len(result.mismatches):<2d} {result.seconds:6.1f}s"
         )
         for text in result.notes:
             log(f"    note: {text}")
         for text in result.mismatches:
             log(f"    mismatch: {text}")
+        if void:
+            log("    void: the job completed before any event was injected while it was `running`; "
+                "it does not count")
         if result.error:
             log(f"    error: {result.error} (logs: {run.dir})")
 
@@ -818,10 +878,15 @@ def main() -> int:
     mismatches = sum(len(r.mismatches) for r in results)
     stuck = sum(1 for r in results if r.stuck)
     errors = sum(1 for r in results if r.error)
+    voids = len(results) - counted
     if errors:
         log(f"{errors} runs could not be carried out (set-up or driver errors; see above)")
-    log(f"{len(results)} runs, {lost} users lost, {mismatches} counter mismatches, {stuck} stuck")
-    return 0 if lost == mismatches == stuck == errors == 0 else 1
+    if counted < args.runs:
+        log(f"only {counted} of {args.runs} runs counted after {n} attempts: "
+            "too many finished before an event could be injected while running")
+    log(f"{counted} runs ({voids} void), {lost} users lost, {mismatches} mismatches, {stuck} stuck")
+    ok = lost == mismatches == stuck == errors == 0 and counted == args.runs
+    return 0 if ok else 1
 
 
 def on_signal(signum, _frame):

@@ -9,6 +9,8 @@
 // destroyed, so a hung request is never acknowledged).
 //
 // `GET /acked` lists every acknowledged user id, one per line (each id once);
+// `GET /last` lists each user's last answer, `<id> <outcome>` per line
+// (`ok`, `500`, `429`, `400` or `hang`; the answer to the latest PUT);
 // `GET /stats` is JSON: requests per outcome, acknowledgements, and
 // `overlaps`: a PUT for a user while another PUT for the same user was still
 // open. One runner sends a user's attempts one after another, so an overlap
@@ -48,6 +50,7 @@ function pick() {
 }
 
 const acked = new Map(); // user id → acknowledgements
+const last = new Map(); // user id → the outcome picked for its latest PUT
 const open = new Map(); // user id → requests still open
 const outcomes = {};
 let requests = 0;
@@ -63,6 +66,11 @@ const server = http.createServer((req, res) => {
   if (req.method === "GET" && req.url === "/acked") {
     res.writeHead(200, { "content-type": "text/plain" });
     res.end([...acked.keys()].join("\n") + (acked.size ? "\n" : ""));
+    return;
+  }
+  if (req.method === "GET" && req.url === "/last") {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end([...last].map(([id, outcome]) => `${id} ${outcome}\n`).join(""));
     return;
   }
   if (req.method === "GET" && req.url === "/stats") {
@@ -112,6 +120,7 @@ const server = http.createServer((req, res) => {
   req.on("end", () => {
     if (req.headers.authorization !== `Bearer ${token}`) {
       unauthorized += 1;
+      last.set(id, "401");
       res.writeHead(401, { "content-type": "application/json" }).end('{"error":"bad token"}');
       return;
     }
@@ -123,11 +132,13 @@ const server = http.createServer((req, res) => {
     }
     if (!body || String(body.user_id) !== id) {
       outcomes.bad_body = (outcomes.bad_body ?? 0) + 1;
+      last.set(id, "422");
       res.writeHead(422, { "content-type": "application/json" }).end('{"error":"body does not match the path"}');
       return;
     }
     const outcome = pick();
     outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    last.set(id, outcome);
     switch (outcome) {
       case "ok":
         // Counted before the answer is written: a user the app saw as written

@@ -3,11 +3,7 @@ import { LoginPage, waitForHydration } from "../pages/login-page";
 import { NOT_ALLOWED } from "../support/accounts";
 import { screenshots } from "../support/screens";
 
-test("an admin off the allow-list sees the warning, no controls, and never asks for jobs", async ({ page }, testInfo) => {
-  const apiCalls: string[] = [];
-  page.on("request", (request) => {
-    if (request.url().includes("/api/")) apiCalls.push(new URL(request.url()).pathname);
-  });
+test("an admin off the allow-list sees the warning and no controls, and the server refuses the list", async ({ page }, testInfo) => {
   await new LoginPage(page).signIn(NOT_ALLOWED);
   await expect(page).toHaveURL(/\/$/);
   await waitForHydration(page);
@@ -15,8 +11,6 @@ test("an admin off the allow-list sees the warning, no controls, and never asks 
   await expect(page.getByRole("heading", { name: "Start a run" })).toHaveCount(0);
   await expect(page.getByRole("table")).toHaveCount(0);
   await expect(page.getByRole("button", { name: /Start/ })).toHaveCount(0);
-  await page.waitForTimeout(2_500);
-  expect(apiCalls.filter((path) => path.endsWith("/list"))).toEqual([]);
   // The server refuses too, with a valid session.
   const list = await page.request.post("/api/identity-graph-backfill/list", { data: {} });
   expect(list.status()).toBe(403);

@@ -27,10 +27,47 @@ test("a running job shows its progress as bars, a throughput sparkline and the t
   const job = new JobPage(page, KEY);
   await job.goto();
   await expect(job.progressBar()).toHaveAttribute("aria-valuenow", /^\d+$/, { timeout: 15_000 });
-  // The sparkline needs two refreshes after the first sample.
+  await expect(page).toHaveTitle(new RegExp(`^▶ ~?(<1|\\d+)% · ${KEY}$`));
+
+  // Two samples of the bar, seconds apart: it advances, and each time the
+  // title's percent is the bar's (`<1%` is a bar at 0 of a started run).
+  const sample = async () => {
+    const { now, title } = await page.evaluate((key) => {
+      const bar = document.querySelector(`[role="progressbar"][aria-label="Coverage of ${key}"]`);
+      return { now: bar?.getAttribute("aria-valuenow") ?? null, title: document.title };
+    }, KEY);
+    const percent = title.match(new RegExp(`^▶ ~?(<1|\\d+)% · ${KEY}$`))?.[1];
+    return {
+      bar: now === null ? NaN : Number(now),
+      title: percent === undefined ? NaN : percent === "<1" ? 0 : Number(percent),
+      text: `bar ${now}, title "${title}"`,
+    };
+  };
+  // The title is written by an effect after the bar renders: a sample taken
+  // between the two may disagree for a moment.
+  const settled = async () => {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const s = await sample();
+      if (s.bar === s.title || Date.now() > deadline) return s;
+      await page.waitForTimeout(100);
+    }
+  };
+  const first = await settled();
+  expect(first.title, `the title's percent is the bar's: ${first.text}`).toBe(first.bar);
+  let second = first;
+  await expect
+    .poll(async () => (second = await settled()).bar, { timeout: 20_000, message: "the bar advances" })
+    .toBeGreaterThan(first.bar);
+  expect(second.title, `the title's percent is the bar's: ${second.text}`).toBe(second.bar);
+
+  // The sparkline needs two refreshes after the first sample; it has
+  // measured a rate above 0.
   await expect(job.sparkline()).toBeVisible({ timeout: 15_000 });
   await expect(page.getByText(/users\/s now/)).toBeVisible();
-  await expect(page).toHaveTitle(new RegExp(`^▶ ~?(<1|\\d+)% · ${KEY}$`));
+  const label = (await job.sparkline().getAttribute("aria-label")) ?? "";
+  const peak = Number(label.match(/peak ([\d,]+) users\/s/)?.[1]?.replace(/,/g, "") ?? NaN);
+  expect(peak, label).toBeGreaterThan(0);
   await screenshots(page, testInfo, "progress-job-running");
 
   await job.stop();

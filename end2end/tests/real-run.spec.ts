@@ -29,7 +29,16 @@ test("a real run stops cooperatively and continues from its cursor", async ({ pa
   const stoppedAt = cursorOf(await row.locator(".progress").innerText());
   expect(stoppedAt).toBeGreaterThan(0);
 
+  // The restart continues from the stop's cursor: its own answer says so
+  // (a restart from 0 would pass the stop point too, seconds later).
+  const restart = page.waitForResponse((r) => r.url().endsWith("/api/identity-graph-backfill/start"));
   await console.start({ key: KEY, numbers: { "Batch size": "20", "Sleep between batches": "400", Concurrency: "2" } });
+  const restarted = await restart;
+  expect(restarted.status()).toBe(200);
+  const body = await restarted.json();
+  expect(body.started).toBe(true);
+  expect(body.job.job_key).toBe(KEY);
+  expect(body.job.cursor, "the restart starts at the cursor the stop left").toBe(stoppedAt);
   await expect(console.startResult()).toContainText(`Started ${KEY}.`);
   await expect
     .poll(async () => cursorOf(await row.locator(".progress").innerText()), { timeout: 15_000 })

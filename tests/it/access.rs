@@ -4,7 +4,7 @@
 use crate::harness::*;
 use serde_json::json;
 use sqlx::PgPool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[sqlx::test]
 async fn a_good_login_returns_the_admin_and_a_hardened_cookie(pool: PgPool) {
@@ -53,33 +53,29 @@ async fn the_cookie_is_secure_behind_tls(pool: PgPool) {
         .contains("Secure"));
 }
 
+/// The answers match here; that both cost one argon2 verification is
+/// counted in `tests/sign_in_cost.rs`, a process of its own.
 #[sqlx::test]
 async fn a_wrong_password_and_an_unknown_email_look_the_same(pool: PgPool) {
     let app = TestApp::with_admins(&pool, &[("LOGIN_MAX_FAILURES_PER_MINUTE", "100")]).await;
-    let mut wrong = Duration::ZERO;
-    let mut unknown = Duration::ZERO;
-    for _ in 0..3 {
-        let started = Instant::now();
-        let (status_a, cookie_a, body_a) = app.login(ALLOWED.0, "wrong-password").await;
-        wrong += started.elapsed();
-        let started = Instant::now();
-        let (status_b, cookie_b, body_b) = app.login("nobody@example.com", "wrong-password").await;
-        unknown += started.elapsed();
-        assert_eq!((status_a, status_b), (401, 401));
-        assert!(cookie_a.is_none() && cookie_b.is_none());
-        assert_eq!(body_a, body_b);
-        assert_eq!(body_a["code"], "UNAUTHENTICATED");
-        assert_eq!(body_a["message"], "The email or password is incorrect.");
-    }
-    // Both pay for one argon2 verification; neither answers early.
-    let (fast, slow) = if wrong < unknown {
-        (wrong, unknown)
-    } else {
-        (unknown, wrong)
-    };
+    let (status_a, cookie_a, body_a) = app.login(ALLOWED.0, "wrong-password").await;
+    let (status_b, cookie_b, body_b) = app.login("nobody@example.com", "wrong-password").await;
+    assert_eq!((status_a, status_b), (401, 401));
+    assert!(cookie_a.is_none() && cookie_b.is_none());
+    assert_eq!(body_a, body_b);
+    assert_eq!(body_a["code"], "UNAUTHENTICATED");
+    assert_eq!(body_a["message"], "The email or password is incorrect.");
+}
+
+#[sqlx::test]
+async fn session_cookie_secure_forces_secure_on_plain_http(pool: PgPool) {
+    let app = TestApp::with_admins(&pool, &[("SESSION_COOKIE_SECURE", "true")]).await;
+    let response = app.sign_in(ALLOWED.0, ALLOWED.1, &[]).await;
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(
-        fast.as_secs_f64() > slow.as_secs_f64() * 0.5,
-        "wrong {wrong:?} vs unknown {unknown:?}"
+        cookie.split("; ").any(|attribute| attribute == "Secure"),
+        "{cookie}"
     );
 }
 
@@ -106,26 +102,61 @@ async fn login_rotates_the_session_id(pool: PgPool) {
     assert_eq!(app.call(Some(&second), "me", json!({})).await.0, 200);
 }
 
+/// A fresh sign-in of the allowed admin as its only session, and a way to
+/// age that session: set when it was created and last seen, in seconds
+/// before the database's `now()`. Expiry compares those times with the
+/// database clock, so the tests move the times rather than race the clock.
+async fn only_session(app: &TestApp, pool: &PgPool) -> (String, impl AsyncFn(i64, i64)) {
+    sqlx::query("DELETE FROM admin_sessions")
+        .execute(pool)
+        .await
+        .unwrap();
+    let cookie = app.session(ALLOWED).await;
+    let pool = pool.clone();
+    let age = async move |created_ago: i64, seen_ago: i64| {
+        let updated = sqlx::query(
+            "UPDATE admin_sessions SET created_at = now() - make_interval(secs => $1),
+                                       last_seen_at = now() - make_interval(secs => $2)",
+        )
+        .bind(created_ago as f64)
+        .bind(seen_ago as f64)
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(updated, 1, "one session");
+    };
+    (cookie, age)
+}
+
+async fn last_seen_secs_ago(pool: &PgPool) -> f64 {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - last_seen_at)::float8 FROM admin_sessions",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Idle timeout 1,800 s and cap 43,200 s (the defaults).
 #[sqlx::test]
 async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
-    let idle = TestApp::with_admins(&pool, &[("SESSION_IDLE_TIMEOUT_SECS", "1")]).await;
-    let cookie = idle.session(ALLOWED).await;
-    assert_eq!(idle.call(Some(&cookie), "me", json!({})).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(idle.call(Some(&cookie), "me", json!({})).await.0, 401);
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let me = async |cookie: &str| app.call(Some(cookie), "me", json!({})).await.0;
 
-    let absolute = TestApp::spawn(&pool, &[("SESSION_ABSOLUTE_TIMEOUT_SECS", "2")]).await;
-    let cookie = absolute.session(ALLOWED).await;
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            absolute.call(Some(&cookie), "me", json!({})).await.0,
-            200,
-            "activity keeps it alive until the cap"
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(absolute.call(Some(&cookie), "me", json!({})).await.0, 401);
+    // Idle: alive 10 s before the timeout, gone 1 s after it.
+    let (cookie, age) = only_session(&app, &pool).await;
+    age(1_790, 1_790).await;
+    assert_eq!(me(&cookie).await, 200);
+    age(1_801, 1_801).await;
+    assert_eq!(me(&cookie).await, 401, "idle for longer than the timeout");
+
+    // Absolute: activity keeps a session alive until the cap, not after.
+    let (cookie, age) = only_session(&app, &pool).await;
+    age(43_190, 100).await;
+    assert_eq!(me(&cookie).await, 200, "in use, 10 s before the cap: alive");
+    age(43_201, 0).await;
+    assert_eq!(me(&cookie).await, 401, "in use, 1 s after the cap: expired");
 }
 
 /// Activity slides the idle timeout; a request writes the slide only when
@@ -133,18 +164,22 @@ async fn sessions_expire_when_idle_and_absolutely(pool: PgPool) {
 #[sqlx::test]
 async fn use_slides_the_idle_timeout_and_writes_it_at_most_once_per_interval(pool: PgPool) {
     use identity_graph_backfill::access::ssr::touch_interval;
-    let idle = TestApp::with_admins(&pool, &[("SESSION_IDLE_TIMEOUT_SECS", "2")]).await;
-    let cookie = idle.session(ALLOWED).await;
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(
-            idle.call(Some(&cookie), "me", json!({})).await.0,
-            200,
-            "a session in use outlives its 2 s idle timeout"
+    let app = TestApp::with_admins(&pool, &[]).await;
+    let me = async |cookie: &str| app.call(Some(cookie), "me", json!({})).await.0;
+
+    // Three times in a row, a request 10 s before the idle timeout keeps
+    // the session: it has outlived its 1,800 s idle timeout three times over.
+    let (cookie, age) = only_session(&app, &pool).await;
+    for round in 1..=3 {
+        age(round * 1_790, 1_790).await;
+        assert_eq!(me(&cookie).await, 200, "round {round}");
+        let seen = last_seen_secs_ago(&pool).await;
+        assert!(
+            seen < 60.0,
+            "round {round}: the slide was written ({seen} s ago)"
         );
     }
 
-    let app = TestApp::with_admins(&pool, &[]).await;
     assert_eq!(
         touch_interval(Duration::from_secs(1800)),
         Duration::from_secs(60)

@@ -10,6 +10,7 @@ use identity_graph_backfill::{
 };
 use serde_json::json;
 use sqlx::PgPool;
+use std::time::{Duration, Instant};
 
 #[sqlx::test]
 async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) {
@@ -74,7 +75,7 @@ async fn a_clean_full_run_writes_every_eligible_user_exactly_once(pool: PgPool) 
 async fn the_runtime_cap_pauses_and_a_resume_continues_from_the_cursor(pool: PgPool) {
     seed(&pool, 600).await;
     let (replica, graph) = Replica::and_graph(&pool, &[]).await;
-    graph.behave(|_, _| Reply::Slow(std::time::Duration::from_millis(5)));
+    graph.behave(|_, _| Reply::Slow(Duration::from_millis(5)));
     let start = json!({"job_key": "capped", "batch_size": 20, "sleep_ms": 0, "concurrency": 1, "max_runtime_ms": 1000});
     let row = replica.run(start.clone()).await;
     assert_eq!(row.status().unwrap(), JobStatus::Paused);
@@ -194,8 +195,14 @@ async fn a_stop_lands_even_when_the_graph_hangs(pool: PgPool) {
         graph.request_count() >= 4
     })
     .await;
+    let asked = Instant::now();
     replica.stop("hanging", OPERATOR).await.unwrap();
     let row = wait_until_idle(&pool, "hanging").await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the stop landed {took:?} after it was asked for; the promise is within about a second, 2 s at most"
+    );
     assert_eq!(row.status().unwrap(), JobStatus::Stopped);
     assert_eq!(row.cursor, 0, "no user was handled, so the cursor stays");
     assert_eq!(row.processed + row.failed + row.skipped, 0);
@@ -438,4 +445,247 @@ async fn a_stop_on_a_paused_job_is_immediate_and_the_list_hides_archived_and_leg
         .await
         .unwrap_err();
     assert_eq!(archived.field.as_deref(), Some("job_key"));
+}
+
+/// Errors an operator must fix end the job `failed`, with the cause in
+/// `last_error`, and the watchdog leaves a failed job alone.
+async fn assert_failed_and_left_alone(replica: &Replica, pool: &PgPool, key: &str, cause: &str) {
+    let row = wait_until_idle(pool, key).await;
+    assert_eq!(
+        row.status().unwrap(),
+        JobStatus::Failed,
+        "{key}: {:?}",
+        row.last_error
+    );
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(error.contains(cause), "{key}: {error}");
+    assert_eq!(
+        replica.watchdog_tick().await.unwrap(),
+        Vec::<String>::new(),
+        "{key}: the watchdog resumes nothing"
+    );
+    assert_eq!(
+        job_row(pool, key).await.status().unwrap(),
+        JobStatus::Failed,
+        "{key}: still failed after a watchdog pass"
+    );
+}
+
+#[sqlx::test]
+async fn errors_an_operator_must_fix_fail_the_job_and_the_watchdog_leaves_it(pool: PgPool) {
+    seed(&pool, 2_000).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.behave(|_, _| Reply::Slow(Duration::from_millis(2)));
+    let slow = |key: &str| json!({"job_key": key, "batch_size": 20, "sleep_ms": 50});
+
+    // The source table disappears mid-run.
+    replica.start(slow("missing")).await;
+    wait_for_cursor(&pool, "missing", 1).await;
+    sqlx::query("ALTER TABLE users RENAME TO users_elsewhere")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_failed_and_left_alone(&replica, &pool, "missing", "users").await;
+    sqlx::query("ALTER TABLE users_elsewhere RENAME TO users")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // A column the runner reads changes its type mid-run.
+    replica.start(slow("retyped")).await;
+    wait_for_cursor(&pool, "retyped", 1).await;
+    sqlx::query("ALTER TABLE users ALTER COLUMN email TYPE integer USING NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_failed_and_left_alone(&replica, &pool, "retyped", "reading source users").await;
+}
+
+#[sqlx::test]
+async fn permission_denied_on_the_source_fails_the_job(pool: PgPool) {
+    // The run's own role loses the right to read `users` mid-run.
+    seed(&pool, 200).await;
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap()
+        .to_lowercase();
+    let role = format!("igb_limited_{}", &database[database.len() - 12..]);
+    for statement in [
+        // Left over by an earlier run of this test that failed half-way.
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    let limited = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(pool.connect_options().as_ref().clone().username(&role))
+        .await
+        .unwrap();
+    let graph = GraphServer::start().await;
+    let replica = Replica::with_graph(&limited, &graph, &[]);
+    let started = replica
+        .start(json!({"job_key": "denied", "batch_size": 10, "sleep_ms": 50}))
+        .await;
+    assert!(started.started);
+    wait_for_cursor(&pool, "denied", 1).await;
+    sqlx::query(&format!("REVOKE SELECT ON users FROM {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_failed_and_left_alone(&replica, &pool, "denied", "permission denied").await;
+
+    drop(replica);
+    limited.close().await;
+    for statement in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+}
+
+/// `auto_resume: false` keeps the watchdog away from a paused job; the
+/// same pause with the default is resumed (the control).
+#[sqlx::test]
+async fn auto_resume_false_keeps_the_watchdog_away(pool: PgPool) {
+    seed(&pool, 600).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.behave(|_, _| Reply::Slow(Duration::from_millis(5)));
+    let capped = |key: &str, auto_resume: bool| {
+        json!({"job_key": key, "batch_size": 20, "sleep_ms": 0, "concurrency": 1,
+               "max_runtime_ms": 1000, "auto_resume": auto_resume})
+    };
+    for key in ["manual", "automatic"] {
+        let row = replica.run(capped(key, key == "automatic")).await;
+        assert_eq!(row.pause_reason(), Some(PauseReason::MaxRuntime), "{key}");
+    }
+    assert_eq!(
+        replica.watchdog_tick().await.unwrap(),
+        vec!["automatic".to_string()]
+    );
+    wait_until_idle(&pool, "automatic").await;
+    assert_eq!(replica.watchdog_tick().await.unwrap(), ["automatic"]);
+    let manual = job_row(&pool, "manual").await;
+    assert_eq!(manual.status().unwrap(), JobStatus::Paused);
+    assert_eq!(
+        store::recent_runs(&pool, "manual", 10).await.unwrap().len(),
+        1,
+        "no watchdog run"
+    );
+
+    // A stalled run's expired lease is interrupted, but not resumed either.
+    replica
+        .start(json!({"job_key": "manual", "auto_resume": false}))
+        .await;
+    wait_for_cursor(&pool, "manual", manual.cursor + 1).await;
+    replica.kill_without_cleanup();
+    let other = Replica::with_graph(&pool, &graph, &[]);
+    sqlx::query(
+        "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now() - interval '1 hour'
+         WHERE job_key = 'manual'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(!other
+        .watchdog_tick()
+        .await
+        .unwrap()
+        .contains(&"manual".to_string()));
+    let row = job_row(&pool, "manual").await;
+    assert_eq!(row.status().unwrap(), JobStatus::Paused);
+    assert_eq!(row.pause_reason(), Some(PauseReason::Interrupted));
+}
+
+/// The window holds at most 10,000 users past a late one (the batch here
+/// is 100, so four batches are less): a user whose write never ends stops
+/// the run from reading further, and a stop ends it with the cursor before
+/// that user.
+#[sqlx::test]
+async fn the_window_waits_after_10_000_users_past_a_late_one(pool: PgPool) {
+    seed(&pool, 12_500).await;
+    let (replica, graph) =
+        Replica::and_graph(&pool, &[("IDENTITY_GRAPH_TIMEOUT_MS", "60000")]).await;
+    let first_id: i64 = count(&pool, "SELECT min(id) FROM users").await;
+    let late = eligible_ids(&pool).await[0];
+    graph.behave(move |id, _| if id == late { Reply::Hang } else { Reply::Ok });
+    replica
+        .start(json!({"job_key": "late", "batch_size": 100, "sleep_ms": 0, "concurrency": 32}))
+        .await;
+    // The run reads on to about 10,000 users past the late one…
+    let reach = |id: Option<i64>| id.map_or(0, |id| id - first_id + 1);
+    wait_for("the window to reach 9,900 users", async || {
+        reach(graph.highest_requested()) >= 9_900
+    })
+    .await;
+    // …and no further, however long it waits: the graph sees nothing new
+    // for a second, then for two more.
+    let mut requests = graph.request_count();
+    wait_for("the window to wait", async || {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = graph.request_count();
+        std::mem::replace(&mut requests, now) == now
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reached = reach(graph.highest_requested());
+    assert!(
+        reached <= 10_000,
+        "the window reached {reached} users from the first, past the late user {late}"
+    );
+    assert_eq!(
+        graph.request_count(),
+        requests,
+        "nothing more is sent while the late user is in flight"
+    );
+    assert!(job_row(&pool, "late").await.cursor < late);
+    replica.stop("late", OPERATOR).await.unwrap();
+    let row = wait_until_idle(&pool, "late").await;
+    assert_eq!(row.status().unwrap(), JobStatus::Stopped);
+    assert!(
+        row.cursor < late,
+        "cursor {} before the late user {late}",
+        row.cursor
+    );
+}
+
+/// `reset_cursor` starts over from the first user and drops the job's
+/// failure rows (and only this job's).
+#[sqlx::test]
+async fn reset_cursor_drops_the_jobs_failure_rows(pool: PgPool) {
+    seed(&pool, 300).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.reject(400, |id| id % 7 == 0);
+    for key in ["reset", "kept"] {
+        let row = replica
+            .run(json!({"job_key": key, "sleep_ms": 0, "max_consecutive_failures": 10000}))
+            .await;
+        assert_eq!(row.status().unwrap(), JobStatus::Completed);
+        assert!(row.failed > 0);
+    }
+    let failures_of = async |key: &str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = $1",
+        )
+        .bind(key)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let kept = failures_of("kept").await;
+    assert!(kept > 0 && failures_of("reset").await == kept);
+
+    // Nothing fails now, so any failure row left after the reset is an old one.
+    graph.behave(|_, _| Reply::Ok);
+    let started = replica
+        .start(json!({"job_key": "reset", "reset_cursor": true, "sleep_ms": 0}))
+        .await;
+    assert!(started.started);
+    assert_eq!(started.job.cursor, 0);
+    assert_eq!(started.job.failed, 0);
+    let row = wait_until_idle(&pool, "reset").await;
+    assert_eq!(row.status().unwrap(), JobStatus::Completed);
+    assert_eq!(failures_of("reset").await, 0, "the reset dropped them");
+    assert_eq!(failures_of("kept").await, kept, "another job's rows stay");
 }

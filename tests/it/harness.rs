@@ -11,7 +11,11 @@
 //!   [`wait_until_status`], [`wait_for_cursor`], [`wait_for`]). They poll,
 //!   because the run is another task or another process; nothing else does.
 
+// Explicit paths, so that a test binary of its own can include this file
+// with `#[path]` (tests/sign_in_cost.rs).
+#[path = "harness/freezing_proxy.rs"]
 pub mod freezing_proxy;
+#[path = "harness/graph.rs"]
 pub mod graph;
 
 use graph::GraphServer;
@@ -342,6 +346,8 @@ pub fn database_url(pool: &PgPool) -> String {
 pub struct ServerProcess {
     child: tokio::process::Child,
     base: String,
+    /// Where its standard error (the log) goes, when asked for.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Serving for ServerProcess {
@@ -354,6 +360,21 @@ impl ServerProcess {
     /// Starts the binary with `env` on top of the test defaults, and waits
     /// until it answers `/healthz`.
     pub async fn spawn(pool: &PgPool, env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::start(pool, env, false).await
+    }
+
+    /// Like [`ServerProcess::spawn`], with its log kept for [`ServerProcess::log`].
+    pub async fn spawn_logged(pool: &PgPool, env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::start(pool, env, true).await
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("spawned with spawn_logged");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    async fn start(pool: &PgPool, env: &[(&str, &str)], logged: bool) -> ServerProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -374,9 +395,16 @@ impl ServerProcess {
         for (key, value) in env {
             command.env(key, value);
         }
+        let log = logged.then(|| {
+            let path =
+                std::env::temp_dir().join(format!("igb-test-{}-{port}.log", std::process::id()));
+            command.stderr(std::fs::File::create(&path).unwrap());
+            path
+        });
         let server = ServerProcess {
             child: command.spawn().expect("the server binary starts"),
             base: format!("http://127.0.0.1:{port}"),
+            log,
         };
         let health = server.url("/healthz");
         wait_for("/healthz to answer", async || {
@@ -412,6 +440,14 @@ impl ServerProcess {
             .and_then(|n| n.parse().ok())
             .expect("VmHWM in /proc/<pid>/status");
         kib / 1024
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(path) = &self.log {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

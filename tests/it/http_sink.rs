@@ -113,3 +113,39 @@ async fn a_redirecting_graph_fails_the_user_with_a_clear_message(pool: PgPool) {
         "a redirect is not retried and never followed"
     );
 }
+
+/// An error body is read only up to 4 KB: one that never ends fails the
+/// user at once, with its start in the error, instead of being read until
+/// the request's time-out (a minute here).
+#[sqlx::test]
+async fn an_endless_error_body_is_read_only_to_its_first_4_kb(pool: PgPool) {
+    seed(&pool, 20).await;
+    let (replica, graph) =
+        Replica::and_graph(&pool, &[("IDENTITY_GRAPH_TIMEOUT_MS", "60000")]).await;
+    let endless = eligible_ids(&pool).await[0];
+    graph.behave(move |id, _| {
+        if id == endless {
+            Reply::EndlessError(400)
+        } else {
+            Reply::Ok
+        }
+    });
+    let began = std::time::Instant::now();
+    let row = replica
+        .run(json!({"job_key": "endless", "sleep_ms": 0}))
+        .await;
+    let took = began.elapsed();
+    assert_eq!(row.status().unwrap(), JobStatus::Completed);
+    assert!(
+        took < Duration::from_secs(10),
+        "the run took {took:?}: the endless body was read for too long"
+    );
+    let failures = store::recent_failures(&pool, "endless", 10).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].user_id, endless);
+    assert!(
+        failures[0].error.starts_with("HTTP 400: xxxx"),
+        "{}",
+        failures[0].error
+    );
+}

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::backfill::sinks::GraphBinding;
-use crate::backfill::store;
+use crate::backfill::{store, transient};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -133,11 +133,17 @@ impl Engine {
         self.inner.tasks.spawn_on(
             async move {
                 loop {
+                    let mut wait = interval;
                     if let Err(error) = engine.watchdog_tick().await {
                         tracing::error!("watchdog pass failed: {error}");
+                        // A pass woken by database trouble can meet the same
+                        // trouble; it must not then wait a whole interval.
+                        if transient::is_transient(&error) {
+                            wait = interval.min(RESUME_AFTER_TROUBLE);
+                        }
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = engine.inner.watchdog_wake.notified() => {}
                         _ = shutdown.cancelled() => break,
                     }

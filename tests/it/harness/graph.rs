@@ -28,6 +28,8 @@ pub enum Reply {
     Slow(Duration),
     /// Answers 302 to another URL.
     Redirect,
+    /// Answers this status with a body that never ends.
+    EndlessError(u16),
 }
 
 type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
@@ -141,6 +143,12 @@ impl GraphServer {
             .collect()
     }
 
+    /// The highest user id the server was asked to write, if any.
+    pub fn highest_requested(&self) -> Option<i64> {
+        let requests = self.inner.requests.lock().unwrap();
+        requests.iter().map(|(id, _)| *id).max()
+    }
+
     /// The most requests the server was ever answering at once.
     pub fn max_in_flight(&self) -> usize {
         self.inner.in_flight.lock().unwrap().1
@@ -236,6 +244,17 @@ async fn handle(
             "slow down",
         )
             .into_response(),
+        Reply::EndlessError(code) => {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 1024]);
+            let endless = futures::stream::repeat_with(move || {
+                Ok::<_, std::convert::Infallible>(chunk.clone())
+            });
+            (
+                StatusCode::from_u16(code).unwrap(),
+                axum::body::Body::from_stream(endless),
+            )
+                .into_response()
+        }
         Reply::Redirect => (
             StatusCode::FOUND,
             [("location", "http://elsewhere.invalid/users")],
