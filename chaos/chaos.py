@@ -42,6 +42,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_source import LiveSource  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 JOB_KEY = "chaos"
@@ -592,6 +595,10 @@ class Run:
             self.start_body["max_runtime_ms"] = rng.randint(5000, 15000)
         self.event(f"options {json.dumps(self.start_body)}")
         self.start_job("first start")
+        live = None
+        if args.live_source:
+            live = LiveSource(self.url, args.users + 1, random.Random(self.seed + 104729), self.event)
+            live.start()
         budget = rng.randint(args.min_events, args.max_events)
         deadline = time.monotonic() + args.timeout
         next_event = time.monotonic() + rng.uniform(0.3, 2.0)
@@ -633,6 +640,29 @@ class Run:
                 next_event = time.monotonic() + rng.uniform(args.min_gap, args.max_gap)
                 continue
             time.sleep(0.25)
+        if live is not None:
+            # Users kept signing up, some committing late below the cursor:
+            # commit every held one, then the job's next run must catch them up.
+            live.stop()
+            self.note(live.summary())
+            if live.errors:
+                first = live.errors[0].splitlines()[0]
+                self.note(f"live source: {len(live.errors)} inserts or commits were cut off "
+                          f"(a pg-terminate ends their sessions; they never committed), e.g. {first}")
+            if not self.result.stuck:
+                try:
+                    coverage = self.client.call("job", {"job_key": JOB_KEY}, timeout=10).get("coverage") or {}
+                    self.note(f"live source: {coverage.get('late_arrivals', '?')} users arrived below "
+                              f"the cursor after the scan passed them")
+                except ApiError as error:
+                    self.event(f"coverage before the final run: {error}")
+                self.start_job("final catch-up after the live source stopped")
+                status, took = self.wait_status({"completed", "failed", "stopped"}, args.timeout)
+                self.event(f"final catch-up run: {status} after {took:.1f}s")
+                if status != "completed":
+                    self.result.stuck = True
+                    self.note(f"STUCK: the final catch-up run ended {status}")
+                job = self.job()
         self.result.status = "stuck" if self.result.stuck else "completed"
         if not self.result.stuck:
             # A second look: nothing may write the row after `completed`.
@@ -823,6 +853,9 @@ def main() -> int:
     parser.add_argument("--only", type=lambda v: v.split(","), default=None,
                         help="inject only these events: kill9,sigterm,stop-start,pg-terminate,dry-run,freeze")
     parser.add_argument("--keep", action="store_true", help="keep each run's database")
+    parser.add_argument("--live-source", action="store_true",
+                        help="keep inserting users during the run, some committed late and out of order; "
+                             "a final run must then catch every one of them up")
     parser.add_argument("--logs", default=str(ROOT / "target" / "chaos"))
     args = parser.parse_args()
     known = {"kill9", "sigterm", "stop-start", "pg-terminate", "dry-run", "freeze"}
