@@ -26,7 +26,7 @@ class LiveSource:
         self.next_id = first_id
         self.rng = rng
         self.log = log
-        self.held: list[tuple[int, subprocess.Popen]] = []
+        self.held: list[tuple[int, subprocess.Popen, float]] = []
         self.inserted = 0
         self.committed_late = 0
         self.stopping = threading.Event()
@@ -40,7 +40,7 @@ class LiveSource:
         """Stops inserting and commits every transaction still held."""
         self.stopping.set()
         self.thread.join(timeout=30)
-        for user_id, session in self.held:
+        for user_id, session, _ in self.held:
             self._commit(user_id, session)
         self.held.clear()
 
@@ -77,12 +77,13 @@ class LiveSource:
         while not self.stopping.is_set():
             user_id = self.next_id
             self.next_id += 1
-            if self.rng.random() < 0.2:
-                # Held open: committed after one to a few later inserts.
+            if self.rng.random() < 0.25:
+                # Held open for seconds, while later ids commit and the scan
+                # may pass this one.
                 session = self._session()
                 session.stdin.write("BEGIN;\n" + self._insert_sql(user_id))
                 session.stdin.flush()
-                self.held.append((user_id, session))
+                self.held.append((user_id, session, time.monotonic()))
             else:
                 done = subprocess.run(
                     ["psql", self.db_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
@@ -92,9 +93,9 @@ class LiveSource:
                 if done.returncode != 0:
                     self.errors.append(f"user {user_id}: {done.stderr.strip()}")
             self.inserted += 1
-            # Commit held transactions out of order, some of them late.
-            if self.held and self.rng.random() < 0.3:
-                index = self.rng.randrange(len(self.held))
-                held_id, session = self.held.pop(index)
+            # Commit held transactions out of order, each after 1.5 s at least.
+            ripe = [i for i, (_, _, since) in enumerate(self.held) if time.monotonic() - since > 1.5]
+            if ripe and self.rng.random() < 0.2:
+                held_id, session, _ = self.held.pop(self.rng.choice(ripe))
                 self._commit(held_id, session)
             time.sleep(self.rng.uniform(0.02, 0.15))
