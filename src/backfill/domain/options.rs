@@ -45,6 +45,22 @@ pub struct NumberOption {
     apply: fn(&mut StartOptions, i64),
 }
 
+impl NumberOption {
+    /// `requested` clamped into range; a clamped value is reported in
+    /// `adjustments`.
+    pub fn clamp_reporting(&self, requested: i64, adjustments: &mut Vec<Adjustment>) -> i64 {
+        let effective = self.bounds.clamp(requested);
+        if effective != requested {
+            adjustments.push(Adjustment {
+                field: self.field.to_string(),
+                requested: requested.to_string(),
+                effective: effective.to_string(),
+            });
+        }
+        effective
+    }
+}
+
 /// An on/off option.
 #[derive(Clone, Copy)]
 pub struct FlagOption {
@@ -295,14 +311,7 @@ impl StartRequest {
         let mut adjustments = Vec::new();
         for option in NUMBER_OPTIONS {
             if let Some(requested) = (option.requested)(self) {
-                let effective = option.bounds.clamp(requested);
-                if effective != requested {
-                    adjustments.push(Adjustment {
-                        field: option.field.to_string(),
-                        requested: requested.to_string(),
-                        effective: effective.to_string(),
-                    });
-                }
+                let effective = option.clamp_reporting(requested, &mut adjustments);
                 (option.apply)(&mut options, effective);
             }
         }

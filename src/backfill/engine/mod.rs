@@ -155,6 +155,13 @@ impl Engine {
         self.inner.live.lock().expect("live map lock").len()
     }
 
+    /// Calls `f` with the run of `job_key` live in this process, if any.
+    fn with_live_run(&self, job_key: &str, f: impl FnOnce(&LiveRun)) {
+        if let Some(live) = self.inner.live.lock().expect("live map lock").get(job_key) {
+            f(live);
+        }
+    }
+
     pub fn is_live(&self, job_key: &str) -> bool {
         self.inner
             .live
@@ -304,15 +311,7 @@ impl Engine {
                 .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
                 .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?,
         };
-        if let Some(live) = self
-            .inner
-            .live
-            .lock()
-            .expect("live map lock")
-            .get(key.as_str())
-        {
-            live.signals.stop.cancel();
-        }
+        self.with_live_run(key.as_str(), |live| live.signals.stop.cancel());
         Ok(StopResponse {
             job: row.to_job(self.runtime_default()),
         })
@@ -338,15 +337,10 @@ impl Engine {
                     format!("{} must be a whole number, not {sent}", option.field),
                 )
             })?;
-            let effective = option.bounds.clamp(value);
-            if effective != value {
-                adjustments.push(Adjustment {
-                    field: option.field.to_string(),
-                    requested: value.to_string(),
-                    effective: effective.to_string(),
-                });
-            }
-            knobs.push((option.field, effective));
+            knobs.push((
+                option.field,
+                option.clamp_reporting(value, &mut adjustments),
+            ));
         }
         if knobs.is_empty() {
             return Err(AppError::validation(
@@ -383,15 +377,9 @@ impl Engine {
             }
         };
         let job = row.to_job(runtime_default);
-        if let Some(live) = self
-            .inner
-            .live
-            .lock()
-            .expect("live map lock")
-            .get(key.as_str())
-        {
+        self.with_live_run(key.as_str(), |live| {
             live.tuning.set(Knobs::of(&job.options));
-        }
+        });
         tracing::info!(job_key = %key, %actor, ?knobs, "run tuned");
         Ok(TuneResponse {
             job,
