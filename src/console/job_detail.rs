@@ -11,7 +11,7 @@ use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
 use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
-use super::tune_panel::{TunePanel, TuningHistory};
+use super::tune_panel::{TunePanel, TuneState, TuningHistory};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::job;
 use crate::backfill::domain::{
@@ -34,6 +34,7 @@ pub fn JobDetailPage() -> impl IntoView {
     // Only the view reads `detail` (inside <Transition/>); the rest reads this.
     let latest = latest_ok(detail);
     StopConfirmation::provide();
+    TuneState::provide();
     let active = Signal::derive(move || {
         latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
     });
@@ -175,7 +176,7 @@ fn Detail(
                 </p>
             </section>
         })}
-        <TunePanel job=job.clone() on_changed />
+        <TunePanel job=job.clone() />
         <CoverageCheck coverage=detail.coverage.clone() dry_run=job.dry_run />
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>

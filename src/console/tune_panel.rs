@@ -12,21 +12,49 @@ use leptos::prelude::*;
 /// The knobs `tune` changes, in the order the panel shows them.
 const KNOBS: [&NumberOption; 3] = [&MAX_RATE, &CONCURRENCY, &SLEEP_MS];
 
+/// The panel's state, owned by the job page rather than by the panel: the
+/// page re-renders its cards at every poll, and what an operator typed, or
+/// the answer to the last Apply, must survive that.
+#[derive(Clone, Copy)]
+pub struct TuneState {
+    values: [RwSignal<String>; 3],
+    action: ServerAction<Tune>,
+}
+
+impl TuneState {
+    pub fn provide() {
+        provide_context(Self::new());
+    }
+
+    fn new() -> Self {
+        TuneState {
+            values: [
+                RwSignal::new(String::new()),
+                RwSignal::new(String::new()),
+                RwSignal::new(String::new()),
+            ],
+            action: ServerAction::new(),
+        }
+    }
+}
+
 /// The control, shown while the job runs: one field per knob, prefilled
-/// with the value the run uses, and "Apply".
+/// with the value the run uses, and "Apply". The job page's polling shows
+/// the new values and the history within its next refresh.
 #[component]
-pub fn TunePanel(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
+pub fn TunePanel(job: Job) -> impl IntoView {
     if job.status != crate::backfill::domain::JobStatus::Running {
         return ().into_sync_any();
     }
-    let tune = ServerAction::<Tune>::new();
-    Effect::new(move |_| {
-        if tune.value().get().is_some_and(|r| r.is_ok()) {
-            on_changed();
+    let TuneState {
+        values,
+        action: tune,
+    } = use_context::<TuneState>().unwrap_or_else(TuneState::new);
+    for (value, option) in values.iter().zip(KNOBS) {
+        if value.get_untracked().is_empty() {
+            value.set((option.effective)(&job.options).to_string());
         }
-    });
-    let values: [RwSignal<String>; 3] =
-        KNOBS.map(|option| RwSignal::new((option.effective)(&job.options).to_string()));
+    }
     let key = StoredValue::new(job.job_key.clone());
     let outcome = move || {
         tune.value().get().map(|result| match result {
@@ -131,7 +159,7 @@ pub fn TuningHistory(tunings: Vec<TuningRecord>) -> impl IntoView {
     view! {
         <section class="card" aria-labelledby="tunings-title">
             <h2 id="tunings-title">"Tuning history"</h2>
-            <ol class="runs">
+            <ol class="tunings">
                 {tunings
                     .into_iter()
                     .map(|t| {
