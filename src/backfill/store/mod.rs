@@ -581,19 +581,7 @@ pub async fn checkpoint(
         .execute(&mut *tx)
         .await?;
     }
-    if !batch.gaps.is_empty() {
-        let (after, before): (Vec<i64>, Vec<i64>) = batch.gaps.iter().copied().unzip();
-        sqlx::query(
-            "INSERT INTO identity_graph_backfill_gaps (job_key, after_id, before_id)
-             SELECT $1, after_id, before_id FROM unnest($2::int8[], $3::int8[]) AS t(after_id, before_id)
-             ON CONFLICT (job_key, after_id) DO UPDATE SET before_id = EXCLUDED.before_id",
-        )
-        .bind(job_key)
-        .bind(&after)
-        .bind(&before)
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_gaps(&mut tx, job_key, &batch.gaps).await?;
     if !batch.caught_up.is_empty() {
         split_gaps(&mut tx, job_key, &batch.caught_up).await?;
     }
@@ -644,17 +632,31 @@ async fn split_gaps(
     .bind(&gone)
     .execute(&mut **tx)
     .await?;
-    let (after, before): (Vec<i64>, Vec<i64>) = pieces.into_iter().unzip();
+    insert_gaps(tx, job_key, &pieces).await
+}
+
+/// Records `gaps`, `(after, before)` exclusive, for the job. A gap already
+/// recorded from the same id takes the new end.
+async fn insert_gaps(
+    tx: &mut Transaction<'_, Postgres>,
+    job_key: &str,
+    gaps: &[(i64, i64)],
+) -> Result<(), sqlx::Error> {
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let (after, before): (Vec<i64>, Vec<i64>) = gaps.iter().copied().unzip();
     sqlx::query(
         "INSERT INTO identity_graph_backfill_gaps (job_key, after_id, before_id)
-         SELECT $1, after_id, before_id FROM unnest($2::int8[], $3::int8[]) AS t(after_id, before_id)",
+         SELECT $1, after_id, before_id FROM unnest($2::int8[], $3::int8[]) AS t(after_id, before_id)
+         ON CONFLICT (job_key, after_id) DO UPDATE SET before_id = EXCLUDED.before_id",
     )
     .bind(job_key)
     .bind(&after)
     .bind(&before)
     .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// How a run ended, as it is written to the row.
