@@ -1,7 +1,7 @@
 // A misbehaving HTTP Identity Graph for scripts/chaos.
 //
 //   node chaos/graph-server.mjs --seed S [--port 0] [--token T]
-//                               [--mix ok=88,500=5,429=2,400=2,hang=3] [--hang-ms 10000]
+//                               [--mix ok=89.7,500=5,429=0.3,400=2,hang=3] [--hang-ms 10000]
 //
 // `PUT /users/{id}` answers, at random (seeded): 200 (the user is
 // acknowledged), 500, 429 with `Retry-After: 1`, 400, or nothing at all for
@@ -26,7 +26,7 @@ const args = Object.fromEntries(
 );
 const token = args.token ?? "chaos-token";
 const hangMs = Number(args["hang-ms"] ?? 10000);
-const mix = (args.mix ?? "ok=88,500=5,429=2,400=2,hang=3").split(",").map((part) => {
+const mix = (args.mix ?? "ok=89.7,500=5,429=0.3,400=2,hang=3").split(",").map((part) => {
   const [name, weight] = part.split("=");
   return [name, Number(weight)];
 });

@@ -113,6 +113,7 @@ pub fn TunePanel(job: Job) -> impl IntoView {
             <p class="muted">
                 "Slow it down or speed it up without stopping it. The run applies a change within a second, on whichever replica runs it."
             </p>
+            <BrakeFigures job=job.clone() />
             <form class="tune-form" on:submit=submit>
                 {KNOBS
                     .iter()
@@ -148,6 +149,57 @@ pub fn TunePanel(job: Job) -> impl IntoView {
         </section>
     }
     .into_sync_any()
+}
+
+/// What the run's replica last reported of its brake: how fast it goes,
+/// against which limits, how the graph answers, and what holds it back.
+#[component]
+fn BrakeFigures(job: Job) -> impl IntoView {
+    let Some(brake) = job.throttle else {
+        return view! { <p class="muted brake-pending">"Waiting for the run's first report…"</p> }
+            .into_sync_any();
+    };
+    let options = &job.options;
+    let rate_limit = match brake.max_rate {
+        0 => "no limit".to_string(),
+        limit => format!("{} users/s", thousands(limit.into())),
+    };
+    let in_flight_limit = if options.adaptive {
+        format!(
+            "{} of {} (adaptive, target {} ms)",
+            brake.in_flight_limit, options.concurrency, options.target_latency_ms
+        )
+    } else {
+        brake.in_flight_limit.to_string()
+    };
+    let latency = match (brake.latency_p50_ms, brake.latency_p95_ms) {
+        (Some(p50), Some(p95)) => format!("{} ms / {} ms", milliseconds(p50), milliseconds(p95)),
+        _ => "no answers yet".to_string(),
+    };
+    let held_by = brake
+        .held_by
+        .map_or("nothing: running freely", |held| held.describe());
+    view! {
+        <dl class="facts brake" aria-label="The run's brake">
+            <div><dt>"Rate"</dt><dd>{format!("{} users/s", thousands(brake.rate.round() as i64))}</dd></div>
+            <div><dt>"Max rate"</dt><dd>{rate_limit}</dd></div>
+            <div><dt>"In flight"</dt><dd>{brake.in_flight} " · limit " {in_flight_limit}</dd></div>
+            <div><dt>"Graph p50 / p95"</dt><dd>{latency}</dd></div>
+            <div class="held-by" class:holding=brake.held_by.is_some()>
+                <dt>"Held by"</dt><dd>{held_by}</dd>
+            </div>
+        </dl>
+    }
+    .into_sync_any()
+}
+
+/// Milliseconds, whole above 10 and with one decimal below.
+fn milliseconds(ms: f64) -> String {
+    if ms >= 10.0 {
+        format!("{}", ms.round() as i64)
+    } else {
+        format!("{ms:.1}")
+    }
 }
 
 /// Who changed which knob, when, from what to what.

@@ -6,7 +6,7 @@
 use crate::access::{ssr::AccessSettings, AllowList};
 use crate::backfill::{
     domain::MAX_RUNTIME_MS,
-    engine::EngineSettings,
+    engine::{EngineSettings, ThrottleSignal},
     identifiers::{Normalizer, PhoneRegion},
     sinks::{http::HttpGraphConfig, SinkConfig},
 };
@@ -183,6 +183,34 @@ impl Config {
                         reason,
                     })?),
                 }),
+                hold_cap: Duration::from_millis(parse_number(
+                    &get,
+                    "IDENTITY_GRAPH_HOLD_CAP_MS",
+                    300_000,
+                    1_000,
+                    86_400_000,
+                )?),
+                throttle_signal: match get("IDENTITY_GRAPH_THROTTLE_URL") {
+                    None => None,
+                    Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        Some(ThrottleSignal {
+                            url,
+                            every: Duration::from_millis(parse_number(
+                                &get,
+                                "IDENTITY_GRAPH_THROTTLE_POLL_MS",
+                                1_000,
+                                100,
+                                60_000,
+                            )?),
+                        })
+                    }
+                    Some(_) => {
+                        return Err(ConfigError {
+                            variable: "IDENTITY_GRAPH_THROTTLE_URL",
+                            reason: "must start with http:// or https://".into(),
+                        })
+                    }
+                },
                 // The UI cap is the runtime cap's default, so it has its range.
                 ui_runtime_cap_ms: parse_number(
                     &get,

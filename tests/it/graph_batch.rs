@@ -408,7 +408,11 @@ async fn one_bad_user_in_a_chunk_fails_alone(pool: PgPool) {
         match u.id {
             17 | 31 => {
                 let error = outcome.as_ref().unwrap_err();
-                assert!(error.0.contains("index row"), "user {}: {error}", u.id);
+                assert!(
+                    error.message.contains("index row"),
+                    "user {}: {error}",
+                    u.id
+                );
             }
             _ => assert!(outcome.is_ok(), "user {}: {outcome:?}", u.id),
         }

@@ -85,7 +85,10 @@ impl IdentityGraph for TestGraph {
                 self.release.notified().await;
             }
             if self.failing.lock().unwrap().contains(&id) {
-                Err(SinkError(format!("user {id} rejected")))
+                Err(SinkError::permanent(
+                    "http 400",
+                    format!("user {id} rejected"),
+                ))
             } else {
                 self.written.lock().unwrap().push(id);
                 Ok(())

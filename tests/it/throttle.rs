@@ -1,13 +1,22 @@
-//! The brake: `max_rate` spreads a run's sends evenly at the rate, and `tune`
+//! The brake: `max_rate` spreads a run's sends evenly at the rate; `tune`
 //! changes a running job's rate, concurrency and sleep from any replica,
-//! with its history kept. (`tune`'s 401 and 403 are checked with every
-//! other route in `access::every_job_control_route_is_guarded`.)
+//! with its history kept; a 429 holds every slot; a hold past the cap
+//! pauses the run `throttled`; the throttle URL holds every run; adaptive
+//! mode holds the graph's latency. (`tune`'s 401 and 403 are checked with
+//! every other route in `access::every_job_control_route_is_guarded`.)
 
-use crate::harness::{graph::GraphServer, *};
-use identity_graph_backfill::backfill::domain::{JobStatus, TuneRequest};
+use crate::harness::{
+    graph::{GraphServer, Reply},
+    *,
+};
+use identity_graph_backfill::backfill::domain::{HeldBy, JobStatus, PauseReason, TuneRequest};
 use identity_graph_backfill::error::ErrorCode;
 use serde_json::json;
 use sqlx::PgPool;
+use std::sync::{
+    atomic::{AtomicBool, AtomicU16, Ordering},
+    Arc,
+};
 use std::time::{Duration, Instant};
 
 /// Users per second the graph received between `from` and `to`.
@@ -207,4 +216,271 @@ async fn tune_over_http_answers_the_change(pool: PgPool) {
     admin.stop("over-http").await;
     wait_until_idle(&pool, "over-http").await;
     app.stop().await;
+}
+
+/// The graph answers one user 429 (then 503) with a `Retry-After`: no other
+/// request reaches the graph until the wait is over, and the user is written
+/// after it, not failed.
+#[sqlx::test]
+async fn a_retry_after_holds_every_slot_and_the_user_is_not_failed(pool: PgPool) {
+    seed(&pool, 600).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    let eligible = eligible_ids(&pool).await;
+    let (throttled, unavailable) = (eligible[100], eligible[400]);
+    graph.behave(move |id, attempt| match (id, attempt) {
+        (id, 1) if id == throttled => Reply::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        (id, 1) if id == unavailable => Reply::Unavailable {
+            retry_after_secs: 1,
+        },
+        _ => Reply::Ok,
+    });
+    let row = replica
+        .run(json!({"job_key": "held", "sleep_ms": 0, "concurrency": 16, "batch_size": 100}))
+        .await;
+    assert_eq!(row.status(), Some(JobStatus::Completed));
+    assert_eq!(row.failed, 0, "a throttled user is retried, not failed");
+    assert_eq!(row.consecutive_failures, 0);
+    let exchanges = graph.exchanges();
+    for (user, wait) in [(throttled, 2.0), (unavailable, 1.0)] {
+        let attempts = graph.requests_for(user);
+        assert_eq!(attempts.len(), 2, "user {user}");
+        assert_eq!(graph.written_counts().get(&user), Some(&1));
+        let refused = exchanges
+            .iter()
+            .find(|e| e.user_id == user)
+            .expect("the refused request")
+            .answered;
+        // Requests already on their way when the answer came may still
+        // arrive just after it; none may be sent once the run knows.
+        let quiet_from = refused + Duration::from_millis(100);
+        let quiet_to = refused + Duration::from_secs_f64(wait - 0.05);
+        let during: Vec<i64> = exchanges
+            .iter()
+            .filter(|e| e.arrived > quiet_from && e.arrived < quiet_to)
+            .map(|e| e.user_id)
+            .collect();
+        assert!(
+            during.is_empty(),
+            "{} requests reached the graph during user {user}'s {wait} s hold: {during:?}",
+            during.len()
+        );
+        assert!(attempts[1] - attempts[0] >= Duration::from_secs_f64(wait - 0.05));
+    }
+}
+
+/// A graph that throttles every request for longer than the hold cap:
+/// the run pauses `throttled` with nothing failed, and the watchdog
+/// resumes it once the graph takes writes again; no user is lost.
+#[sqlx::test]
+async fn a_hold_past_the_cap_pauses_throttled_and_the_watchdog_resumes_it(pool: PgPool) {
+    seed(&pool, 300).await;
+    let (replica, graph) =
+        Replica::and_graph(&pool, &[("IDENTITY_GRAPH_HOLD_CAP_MS", "1000")]).await;
+    let throttling = Arc::new(AtomicBool::new(true));
+    let switch = throttling.clone();
+    graph.behave(move |_, _| {
+        if switch.load(Ordering::SeqCst) {
+            Reply::TooManyRequests {
+                retry_after_secs: 1,
+            }
+        } else {
+            Reply::Ok
+        }
+    });
+    let started = Instant::now();
+    let paused = replica
+        .run(json!({"job_key": "capped", "sleep_ms": 0, "concurrency": 8}))
+        .await;
+    assert_eq!(paused.status(), Some(JobStatus::Paused));
+    assert_eq!(paused.pause_reason(), Some(PauseReason::Throttled));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "paused after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(paused.failed, 0, "held users are not failures");
+    assert!(paused.last_error.unwrap().contains("hold cap"));
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM identity_graph_backfill_failures"
+        )
+        .await,
+        0
+    );
+
+    throttling.store(false, Ordering::SeqCst);
+    let resumed = replica.watchdog_tick().await.unwrap();
+    assert_eq!(resumed, ["capped"]);
+    let done = wait_until_idle(&pool, "capped").await;
+    assert_eq!(done.status(), Some(JobStatus::Completed));
+    assert_eq!(lost_users(&pool, &graph).await, Vec::<i64>::new());
+}
+
+/// A small HTTP server whose status an test sets: the throttle URL.
+async fn throttle_signal(status: Arc<AtomicU16>) -> String {
+    use axum::{http::StatusCode, routing::get, Router};
+    let app = Router::new().route(
+        "/throttle",
+        get(move || {
+            let status = status.clone();
+            async move { StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/throttle", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[sqlx::test]
+async fn a_throttle_url_answering_503_holds_the_run_until_it_answers_200(pool: PgPool) {
+    seed(&pool, 3_000).await;
+    let status = Arc::new(AtomicU16::new(200));
+    let url = throttle_signal(status.clone()).await;
+    let (replica, graph) = Replica::and_graph(
+        &pool,
+        &[
+            ("IDENTITY_GRAPH_THROTTLE_URL", &url),
+            ("IDENTITY_GRAPH_THROTTLE_POLL_MS", "200"),
+        ],
+    )
+    .await;
+    replica
+        .start(json!({"job_key": "signalled", "max_rate": 300, "sleep_ms": 0, "batch_size": 50}))
+        .await;
+    wait_for_cursor(&pool, "signalled", 200).await;
+
+    status.store(503, Ordering::SeqCst);
+    let held_at = Instant::now();
+    // One poll and the sends in flight: the run is held within half a second.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let quiet_from = held_at + Duration::from_millis(500);
+    let sent_while_held = graph
+        .exchanges()
+        .iter()
+        .filter(|e| e.arrived > quiet_from)
+        .count();
+    assert_eq!(
+        sent_while_held, 0,
+        "requests went out while the throttle URL said 503"
+    );
+    wait_for("the page to name the throttle URL", async || {
+        let job = replica.detail("signalled").await.unwrap().job;
+        job.throttle.and_then(|t| t.held_by) == Some(HeldBy::ThrottleUrl)
+    })
+    .await;
+
+    status.store(200, Ordering::SeqCst);
+    let released_at = Instant::now();
+    wait_for("a request after the release", async || {
+        graph.exchanges().iter().any(|e| e.arrived > released_at)
+    })
+    .await;
+    assert!(
+        released_at.elapsed() < Duration::from_secs(2),
+        "the run went on {:?} after the 200",
+        released_at.elapsed()
+    );
+    let row = job_row(&pool, "signalled").await;
+    assert_eq!(
+        row.status(),
+        Some(JobStatus::Running),
+        "a held run is not paused"
+    );
+    replica.stop("signalled", OPERATOR).await.unwrap();
+    wait_until_idle(&pool, "signalled").await;
+}
+
+/// A graph with 8 workers, each call taking 20 ms: past 8 calls in flight
+/// the answer time grows as a queue. Adaptive mode with a 40 ms target
+/// keeps about as many calls in flight as there are workers, holds the
+/// p95 near the target, and never drives the graph to a 429.
+#[sqlx::test]
+async fn adaptive_mode_holds_the_latency_target_of_a_loaded_graph(pool: PgPool) {
+    seed(&pool, 3_000).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.limit_workers(8);
+    let queue_limit = 32;
+    let watched = graph.clone();
+    graph.behave(move |_, _| {
+        if watched.in_flight() > 8 + queue_limit {
+            Reply::TooManyRequests {
+                retry_after_secs: 1,
+            }
+        } else {
+            Reply::Work(Duration::from_millis(20))
+        }
+    });
+    replica
+        .start(
+            json!({"job_key": "adaptive", "sleep_ms": 0, "batch_size": 200,
+                      "concurrency": 64, "adaptive": true, "target_latency_ms": 40}),
+        )
+        .await;
+    let mut limits = Vec::new();
+    let mut p95s = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let job = replica.detail("adaptive").await.unwrap().job;
+        if !job.status.is_active() {
+            break;
+        }
+        if let Some(brake) = job.throttle.filter(|_| job.processed > 800) {
+            limits.push(f64::from(brake.in_flight_limit));
+            p95s.extend(brake.latency_p95_ms);
+        }
+    }
+    let row = job_row(&pool, "adaptive").await;
+    assert_eq!(row.status(), Some(JobStatus::Completed));
+    assert_eq!(row.failed, 0);
+    let requests = graph.request_count();
+    let throttled = requests - graph.written_counts().values().sum::<usize>();
+    assert!(
+        throttled * 100 <= requests,
+        "{throttled} of {requests} requests were throttled"
+    );
+    assert!(limits.len() >= 4, "{limits:?}");
+    let mean = limits.iter().sum::<f64>() / limits.len() as f64;
+    assert!(
+        (6.0..=24.0).contains(&mean),
+        "the in-flight limit settled at {mean:.1} ({limits:?}), not near the 8 workers"
+    );
+    assert!(
+        limits.iter().all(|l| *l < 64.0),
+        "the limit reached the ceiling: {limits:?}"
+    );
+    let mut sorted = p95s.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_p95 = sorted[sorted.len() / 2];
+    assert!(
+        median_p95 <= 40.0 * 1.5,
+        "the graph's p95 was {median_p95:.1} ms against a 40 ms target ({p95s:?})"
+    );
+}
+
+#[sqlx::test]
+async fn stopping_a_held_run_is_prompt(pool: PgPool) {
+    seed(&pool, 200).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.behave(|_, _| Reply::TooManyRequests {
+        retry_after_secs: 30,
+    });
+    replica
+        .start(json!({"job_key": "held-stop", "sleep_ms": 0}))
+        .await;
+    wait_for("the graph's first 429", async || graph.request_count() > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    replica.stop("held-stop", OPERATOR).await.unwrap();
+    let row = wait_until_idle(&pool, "held-stop").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(row.status(), Some(JobStatus::Stopped));
+    assert_eq!(row.failed, 0);
 }

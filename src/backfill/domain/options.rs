@@ -202,6 +202,9 @@ start_options! {
         MAX_RATE max_rate: u32 = [0 ..= 100_000] default 0,
             "Max rate" ("users/s"),
             "At most this many users a second, spread evenly over every slot and the retry pass; 0 for no limit. Tunable while the job runs.";
+        TARGET_LATENCY_MS target_latency_ms: u32 = [5 ..= 60_000] default 250,
+            "Target latency" ("ms"),
+            "Adaptive mode holds the Identity Graph's p95 answer time near this. Only read when Adaptive is on.";
     }
     flags {
         DRY_RUN dry_run = false,
@@ -215,7 +218,10 @@ start_options! {
             "In full mode, retry recorded failures first, then resume the cursor. Default on.";
         AUTO_RESUME auto_resume = true,
             "Auto-resume",
-            "Let the watchdog resume this job after it pauses on the runtime cap, a failure streak or a restart. Never applies to dry runs. Default on.";
+            "Let the watchdog resume this job after it pauses on the runtime cap, a failure streak, a throttling graph or a restart. Never applies to dry runs. Default on.";
+        ADAPTIVE adaptive = false,
+            "Adaptive",
+            "Raise and cut the users in flight to hold the Identity Graph's p95 near Target latency, backing off on any 429; Concurrency and Max rate stay the ceiling. Default off.";
     }
 }
 

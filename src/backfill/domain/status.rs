@@ -126,12 +126,16 @@ pub enum PauseReason {
     MaxRuntime,
     ConsecutiveFailures,
     Interrupted,
+    /// The Identity Graph held the run (429 / 503, or a streak of errors)
+    /// for longer than the hold cap with no write getting through.
+    Throttled,
 }
 
 stored_words!(PauseReason {
     MaxRuntime => "max-runtime",
     ConsecutiveFailures => "consecutive-failures",
     Interrupted => "interrupted",
+    Throttled => "throttled",
 });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

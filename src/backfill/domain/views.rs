@@ -54,6 +54,55 @@ pub struct Job {
     /// `None` for a dry run, or a job no real run has started yet.
     #[serde(default)]
     pub graph: Option<String>,
+    /// The run's brake as its replica last reported it (about once a
+    /// second), while a run is active.
+    #[serde(default)]
+    pub throttle: Option<ThrottleView>,
+}
+
+/// What holds a run back, when something does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldBy {
+    /// The graph answered 429 (or 503 with `Retry-After`): every slot waits.
+    GraphThrottled,
+    /// A streak of timeouts and 5xx: every slot backs off.
+    GraphErrors,
+    /// `IDENTITY_GRAPH_THROTTLE_URL` answers anything but 2xx.
+    ThrottleUrl,
+    /// Adaptive mode keeps fewer users in flight: the graph's p95 is near
+    /// or over the target.
+    Latency,
+    /// Sends wait for their turn under `max_rate`.
+    MaxRate,
+}
+
+impl HeldBy {
+    pub fn describe(self) -> &'static str {
+        match self {
+            HeldBy::GraphThrottled => "the Identity Graph's 429 / 503 (Retry-After)",
+            HeldBy::GraphErrors => "a streak of timeouts and 5xx from the Identity Graph",
+            HeldBy::ThrottleUrl => "the throttle URL",
+            HeldBy::Latency => "the graph's latency, over or near the target",
+            HeldBy::MaxRate => "max rate",
+        }
+    }
+}
+
+/// A running job's brake: how fast it goes, what limits it, and how the
+/// Identity Graph answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleView {
+    /// Users written per second over the last few seconds.
+    pub rate: f64,
+    /// 0: no limit.
+    pub max_rate: u32,
+    pub in_flight: u32,
+    /// `concurrency`, or less in adaptive mode.
+    pub in_flight_limit: u32,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub held_by: Option<HeldBy>,
 }
 
 pub fn progress_label(scanned: i64, cursor: i64) -> String {

@@ -2,8 +2,10 @@
 //! renews it, watches for a stop from another replica, and fences the run
 //! off when the lease cannot be confirmed.
 
+use super::throttle_signal::HOLD_SECONDS;
 use super::Engine;
-use crate::backfill::runner::{Knobs, Lease, RunSignals, Tuning};
+use crate::backfill::domain::ThrottleView;
+use crate::backfill::runner::{Knobs, Lease, RunSignals, Throttle};
 use crate::backfill::store;
 use std::time::{Duration, Instant};
 
@@ -47,20 +49,23 @@ impl Engine {
         &self,
         lease: Lease,
         signals: RunSignals,
-        tuning: Tuning,
+        throttle: Throttle,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pool = self.inner.executor.pool.clone();
         let (poll_every, renew_every) = self.heartbeat_cadence();
         let fence_after = self.inner.settings.lease_ttl / 2;
         async move {
+            let figures = BrakeFigures::for_job(&lease.job_key);
             let mut last_renewal = Instant::now();
             loop {
                 tokio::time::sleep(poll_every).await;
                 let renew = last_renewal.elapsed() >= renew_every;
                 let asked_at = Instant::now();
+                let view = throttle.view();
+                figures.record(&view, &throttle);
                 let answer = tokio::time::timeout(
                     renew_every,
-                    store::heartbeat(&pool, &lease.job_key, &lease.token, renew),
+                    store::heartbeat(&pool, &lease.job_key, &lease.token, renew, &view),
                 )
                 .await
                 .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
@@ -71,7 +76,7 @@ impl Engine {
                             // The row said `heartbeat_at = now()` no earlier than asked_at.
                             signals.lease_clock.confirm(asked_at);
                         }
-                        apply_tuning(&tuning, &answer, &lease.job_key);
+                        apply_tuning(&throttle, &answer, &lease.job_key);
                         if answer.stop_requested {
                             signals.stop.cancel();
                         }
@@ -94,7 +99,7 @@ impl Engine {
 
 /// Applies the knobs the row holds (a `tune` on any replica writes them
 /// there) to the run; a knob the row does not hold as a number keeps its value.
-fn apply_tuning(tuning: &Tuning, answer: &store::HeartbeatAnswer, job_key: &str) {
+fn apply_tuning(tuning: &Throttle, answer: &store::HeartbeatAnswer, job_key: &str) {
     let current = tuning.knobs();
     let read = |value: Option<i64>, fallback: u32| {
         value
@@ -108,5 +113,49 @@ fn apply_tuning(tuning: &Tuning, answer: &store::HeartbeatAnswer, job_key: &str)
     };
     if tuning.set(knobs) {
         tracing::info!(%job_key, ?knobs, "run tuned");
+    }
+}
+
+/// A run's brake on `/metrics`, updated at every heartbeat: the limits, the
+/// rate, the graph's answer times and the seconds held by each reason.
+struct BrakeFigures {
+    rate: metrics::Gauge,
+    rate_limit: metrics::Gauge,
+    in_flight: metrics::Gauge,
+    in_flight_limit: metrics::Gauge,
+    latency_p50: metrics::Gauge,
+    latency_p95: metrics::Gauge,
+    held_by_graph: metrics::Counter,
+    held_by_errors: metrics::Counter,
+}
+
+impl BrakeFigures {
+    fn for_job(job_key: &str) -> Self {
+        let gauge = |name: &'static str| metrics::gauge!(name, "job_key" => job_key.to_string());
+        let held = |reason: &'static str| metrics::counter!(HOLD_SECONDS, "job_key" => job_key.to_string(), "reason" => reason);
+        BrakeFigures {
+            rate: gauge("identity_graph_backfill_rate_users_per_second"),
+            rate_limit: gauge("identity_graph_backfill_rate_limit_users_per_second"),
+            in_flight: gauge("identity_graph_backfill_in_flight"),
+            in_flight_limit: gauge("identity_graph_backfill_in_flight_limit"),
+            latency_p50: gauge("identity_graph_backfill_graph_latency_p50_seconds"),
+            latency_p95: gauge("identity_graph_backfill_graph_latency_p95_seconds"),
+            held_by_graph: held("graph-throttled"),
+            held_by_errors: held("graph-errors"),
+        }
+    }
+
+    fn record(&self, view: &ThrottleView, throttle: &Throttle) {
+        self.rate.set(view.rate);
+        self.rate_limit.set(f64::from(view.max_rate));
+        self.in_flight.set(f64::from(view.in_flight));
+        self.in_flight_limit.set(f64::from(view.in_flight_limit));
+        self.latency_p50
+            .set(view.latency_p50_ms.unwrap_or(0.0) / 1000.0);
+        self.latency_p95
+            .set(view.latency_p95_ms.unwrap_or(0.0) / 1000.0);
+        let (graph_secs, error_secs) = throttle.held_secs();
+        self.held_by_graph.absolute(graph_secs as u64);
+        self.held_by_errors.absolute(error_secs as u64);
     }
 }

@@ -15,11 +15,16 @@
 //! console's single thread, nor the console behind them.
 
 mod lease;
+mod throttle_signal;
 mod watchdog;
+
+pub use throttle_signal::ThrottleSignal;
 
 use super::domain::*;
 use super::identifiers::Normalizer;
-use super::runner::{Knobs, Lease, LeaseClock, Position, RunSignals, Runner, Tuning};
+use super::runner::{
+    BrakeSettings, ExternalBrake, Knobs, Lease, LeaseClock, Position, RunSignals, Runner, Throttle,
+};
 use super::sinks::{GraphBinding, IdentityGraph};
 use super::store::{self, JobRow, RunEnd};
 use crate::error::AppError;
@@ -48,6 +53,12 @@ pub struct EngineSettings {
     pub statement_timeout: Duration,
     /// How source rows become identifiers (`IDENTITY_GRAPH_PHONE_REGION`).
     pub normalizer: Normalizer,
+    /// `IDENTITY_GRAPH_HOLD_CAP_MS`: a run the graph holds this long with no
+    /// write getting through pauses (`throttled`).
+    pub hold_cap: Duration,
+    /// `IDENTITY_GRAPH_THROTTLE_URL`: polled, when set; anything but 2xx
+    /// holds every run of this replica.
+    pub throttle_signal: Option<ThrottleSignal>,
 }
 
 /// Where the engine's background work runs, and the pool it uses there.
@@ -80,7 +91,7 @@ impl RunExecutor {
 struct LiveRun {
     run_id: i64,
     signals: RunSignals,
-    tuning: Tuning,
+    throttle: Throttle,
     /// Cancelled when the run's task has finished.
     done: CancellationToken,
     task: tokio::task::AbortHandle,
@@ -103,6 +114,8 @@ struct Inner {
     /// Jobs bound to another graph that the watchdog has said it leaves alone
     /// (it says so once per job).
     foreign_jobs_logged: Mutex<std::collections::HashSet<String>>,
+    /// Held while the throttle URL says so; every run of this replica obeys it.
+    external_brake: ExternalBrake,
 }
 
 #[derive(Clone)]
@@ -121,6 +134,14 @@ impl Engine {
         sink: Option<Arc<dyn IdentityGraph>>,
         shutdown: CancellationToken,
     ) -> Self {
+        let external_brake = ExternalBrake::default();
+        if let Some(signal) = settings.throttle_signal.clone() {
+            let (brake, until) = (external_brake.clone(), shutdown.clone());
+            executor.handle.spawn(
+                throttle_signal::poll(signal, brake, until)
+                    .instrument(tracing::info_span!("throttle_url")),
+            );
+        }
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -133,6 +154,7 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 watchdog_wake: Notify::new(),
                 foreign_jobs_logged: Mutex::new(Default::default()),
+                external_brake,
             }),
         }
     }
@@ -378,7 +400,7 @@ impl Engine {
         };
         let job = row.to_job(runtime_default);
         self.with_live_run(key.as_str(), |live| {
-            live.tuning.set(Knobs::of(&job.options));
+            live.throttle.set(Knobs::of(&job.options));
         });
         tracing::info!(job_key = %key, %actor, ?knobs, "run tuned");
         Ok(TuneResponse {
@@ -476,9 +498,13 @@ impl Engine {
             signals.clone(),
         )
         .with_finish_patience(self.inner.settings.lease_ttl / 2)
-        .with_normalizer(self.inner.settings.normalizer);
-        let tuning = runner.tuning();
-        let heartbeat = self.heartbeat(lease, signals.clone(), tuning.clone());
+        .with_normalizer(self.inner.settings.normalizer)
+        .with_brake(BrakeSettings {
+            hold_cap: self.inner.settings.hold_cap,
+            external: self.inner.external_brake.clone(),
+        });
+        let throttle = runner.throttle();
+        let heartbeat = self.heartbeat(lease, signals.clone(), throttle.clone());
         let engine = self.clone();
         let span = tracing::info_span!("job", job_key = %key, run_id);
         let task_key = key.clone();
@@ -519,7 +545,7 @@ impl Engine {
             LiveRun {
                 run_id,
                 signals,
-                tuning,
+                throttle,
                 done,
                 task: handle.abort_handle(),
             },

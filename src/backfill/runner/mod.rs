@@ -9,11 +9,13 @@
 mod throttle;
 mod window;
 
-pub use throttle::{Knobs, Tuning};
+pub use throttle::{BrakeSettings, ExternalBrake, Knobs, Throttle};
+
+use throttle::CallOutcome;
 
 use super::domain::{Mode, PauseReason, SkipCounts, SkipReason, StartOptions};
 use super::identifiers::{GraphUser, Normalizer};
-use super::sinks::{IdentityGraph, GRAPH_REQUEST_SECONDS};
+use super::sinks::{IdentityGraph, Retry, SinkError, GRAPH_REQUEST_SECONDS, MAX_ATTEMPTS};
 use super::source::{self, SourceUser};
 use super::store::{self, Checkpoint, RetryPass, RetryPassUpdate, RunEnd};
 use super::transient::is_transient;
@@ -73,6 +75,8 @@ pub enum Halt {
     Shutdown,
     Runtime,
     Streak,
+    /// The graph held every send for longer than the hold cap.
+    Throttled,
 }
 
 /// The signals a run listens to.
@@ -229,8 +233,9 @@ pub struct Runner {
     finish_patience: Duration,
     /// Turns source rows into the identifiers the graph receives.
     normalizer: Normalizer,
-    /// The knobs `tune` may change, and the rate limit every slot shares.
-    tuning: Tuning,
+    /// The knobs `tune` may change, the rate limit, the hold and the
+    /// in-flight limit every slot shares.
+    throttle: Throttle,
 }
 
 /// One user's outcome.
@@ -260,17 +265,27 @@ impl GraphLatency {
     }
 }
 
+/// The first pause before a user's write is tried again after a transient
+/// error (doubled for each attempt).
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Syncs a chunk of eligible users (never one that must be skipped) with
-/// one call to the sink, and returns one outcome per user, in order.
-/// Each outcome feeds the failure streak in id order, as if the users had
-/// been written one by one. Failures while retrying old failures do not
-/// feed the streak: a handful of permanently rejected users must not
-/// pause every run before it reaches new users.
+/// the sink, and returns one outcome per user, in order.
+///
+/// Every call waits for the run's brake (`Throttle::admit`). A user the
+/// graph throttles is sent again after the hold, without counting an
+/// attempt, for as long as the run is held; only a user throttled alone for
+/// longer than the hold cap, while others get through, fails (`throttled`).
+/// A transient error costs an attempt, and the user fails after
+/// `MAX_ATTEMPTS`. Each final outcome feeds the failure streak in id order,
+/// as if the users had been written one by one. Failures while retrying
+/// old failures do not feed the streak: a handful of permanently rejected
+/// users must not pause every run before it reaches new users.
 async fn sync_chunk(
     sink: Option<Arc<dyn IdentityGraph>>,
     streak: Arc<AtomicU32>,
     latency: GraphLatency,
-    tuning: Tuning,
+    throttle: Throttle,
     users: Vec<GraphUser>,
     counts_toward_streak: bool,
 ) -> Vec<Outcome> {
@@ -280,40 +295,103 @@ async fn sync_chunk(
             .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
             .collect();
     };
-    tuning.admit(users.len()).await;
-    let started = Instant::now();
-    let chunk: Vec<&GraphUser> = users.iter().collect();
-    let results = sink.write_users(&chunk).await;
-    let histogram = if results.iter().all(Result::is_ok) {
-        &latency.ok
-    } else {
-        &latency.failed
-    };
-    histogram.record(started.elapsed().as_secs_f64());
-    let mut results = results.into_iter();
-    users
-        .iter()
-        .map(|user| {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; users.len()];
+    let mut attempts = vec![0u32; users.len()];
+    let mut throttled_since: Vec<Option<Instant>> = vec![None; users.len()];
+    loop {
+        let pending: Vec<usize> = (0..users.len())
+            .filter(|i| outcomes[*i].is_none())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let chunk: Vec<&GraphUser> = pending.iter().map(|i| &users[*i]).collect();
+        throttle.admit(chunk.len()).await;
+        let started = Instant::now();
+        let results = {
+            let _in_flight = throttle.sending(chunk.len() as u32);
+            sink.write_users(&chunk).await
+        };
+        let elapsed = started.elapsed();
+        let histogram = if results.iter().all(Result::is_ok) {
+            &latency.ok
+        } else {
+            &latency.failed
+        };
+        histogram.record(elapsed.as_secs_f64());
+
+        let mut results = results.into_iter();
+        let mut call = CallOutcome::Answered;
+        let mut written = 0;
+        let mut pause = Duration::ZERO;
+        for &i in &pending {
             let result = results.next().unwrap_or_else(|| {
-                Err(super::sinks::SinkError(format!(
-                    "the Identity Graph adapter returned no outcome for user {}",
-                    user.id
-                )))
+                Err(SinkError::permanent(
+                    "adapter",
+                    format!(
+                        "the Identity Graph adapter returned no outcome for user {}",
+                        users[i].id
+                    ),
+                ))
             });
-            match result {
+            let error = match result {
                 Ok(()) => {
-                    if counts_toward_streak {
-                        streak.store(0, Ordering::SeqCst);
-                    }
-                    Outcome::Processed
+                    written += 1;
+                    outcomes[i] = Some(Outcome::Processed);
+                    continue;
                 }
-                Err(error) => {
-                    if counts_toward_streak {
-                        streak.fetch_add(1, Ordering::SeqCst);
+                Err(error) => error,
+            };
+            match error.retry {
+                Retry::Never => outcomes[i] = Some(Outcome::Failed(error.message)),
+                Retry::Transient => {
+                    attempts[i] += 1;
+                    if call == CallOutcome::Answered {
+                        call = CallOutcome::Trouble;
                     }
-                    Outcome::Failed(error.0)
+                    if attempts[i] >= MAX_ATTEMPTS {
+                        outcomes[i] = Some(Outcome::Failed(format!(
+                            "{} (after {MAX_ATTEMPTS} attempts)",
+                            error.message
+                        )));
+                    } else {
+                        pause = pause.max(TRANSIENT_BACKOFF * 2u32.pow(attempts[i] - 1));
+                    }
+                }
+                Retry::Throttled { retry_after } => {
+                    call = CallOutcome::Throttled { retry_after };
+                    let since = *throttled_since[i].get_or_insert_with(Instant::now);
+                    // Held with the whole run, the user waits; the run's
+                    // own cap pauses it. Held alone, it fails at the cap.
+                    if since.elapsed() > throttle.hold_cap() && !throttle.held_too_long() {
+                        outcomes[i] = Some(Outcome::Failed(format!(
+                            "{} (throttled for longer than the hold cap, {} s, while other users were written)",
+                            error.message,
+                            throttle.hold_cap().as_secs()
+                        )));
+                    }
                 }
             }
+        }
+        throttle.observe(elapsed, call, written);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            let outcome = outcome.expect("every user has an outcome");
+            if counts_toward_streak {
+                match outcome {
+                    Outcome::Processed => streak.store(0, Ordering::SeqCst),
+                    Outcome::Failed(_) => {
+                        streak.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Outcome::Skipped(_) => {}
+                }
+            }
+            outcome
         })
         .collect()
 }
@@ -397,7 +475,7 @@ impl Runner {
             Phase::Scan => position.cursor,
         });
         let latency = GraphLatency::for_job(&lease.job_key);
-        let tuning = Tuning::new(Knobs::of(&options));
+        let throttle = Throttle::for_run(&options, BrakeSettings::default());
         Self {
             clock,
             deadline,
@@ -416,13 +494,21 @@ impl Runner {
             latency,
             finish_patience: Duration::from_secs(10),
             normalizer: Normalizer::default(),
-            tuning,
+            throttle,
         }
     }
 
-    /// The run's knobs, for the heartbeat and `tune` to change.
-    pub fn tuning(&self) -> Tuning {
-        self.tuning.clone()
+    /// The run's brake: for the heartbeat and `tune` to change its knobs,
+    /// and to report its figures.
+    pub fn throttle(&self) -> Throttle {
+        self.throttle.clone()
+    }
+
+    /// The hold cap and the replica's external brake (the default: five
+    /// minutes, and no external brake).
+    pub fn with_brake(mut self, settings: BrakeSettings) -> Self {
+        self.throttle = Throttle::for_run(&self.options, settings);
+        self
     }
 
     /// Normalizes identifiers with `normalizer` (its phone region) instead
@@ -464,6 +550,8 @@ impl Runner {
             Some(Halt::Shutdown)
         } else if self.streak.load(Ordering::SeqCst) >= self.options.max_consecutive_failures {
             Some(Halt::Streak)
+        } else if self.throttle.held_too_long() {
+            Some(Halt::Throttled)
         } else if (self.clock)() >= self.deadline && !self.owes_a_scan_batch() {
             Some(Halt::Runtime)
         } else {
@@ -498,6 +586,13 @@ impl Runner {
             Halt::Shutdown => RunEnd::paused(PauseReason::Interrupted),
             Halt::Runtime => RunEnd::paused(PauseReason::MaxRuntime),
             Halt::Streak => RunEnd::paused(PauseReason::ConsecutiveFailures),
+            Halt::Throttled => RunEnd::Paused {
+                reason: PauseReason::Throttled,
+                error: Some(format!(
+                    "the Identity Graph held every send for longer than the hold cap ({} s) with no write getting through; the watchdog resumes the run",
+                    self.throttle.hold_cap().as_secs()
+                )),
+            },
         }
     }
 
@@ -557,16 +652,23 @@ impl Runner {
         let counts_toward_streak = matches!(self.phase, Phase::CatchUp | Phase::Scan);
         let dry_run = self.options.dry_run;
         loop {
-            if self.signals.is_interrupted() {
+            // Users held past the cap never finish by themselves, and a run
+            // that must end does not wait out a hold: they are dropped like
+            // a stop's, unhandled, and the next run sends them.
+            let halting_while_held = self.throttle.is_holding() && self.halt().is_some();
+            if self.signals.is_interrupted() || self.throttle.held_too_long() || halting_while_held
+            {
                 self.drop_in_flight_after_grace().await;
                 break;
             }
             if self.window.handled_prefix() >= batch {
                 break;
             }
-            // Read each time round: `tune` may change the concurrency while the run goes.
-            let limit = self.tuning.knobs().concurrency.max(1) as usize;
-            let chunk_size = preferred.min(batch.div_ceil(limit)).max(1);
+            // Read each time round: `tune` may change the concurrency, and
+            // adaptive mode the in-flight limit, while the run goes.
+            let limit = self.throttle.in_flight_limit().max(1) as usize;
+            let concurrency = self.throttle.knobs().concurrency.max(1) as usize;
+            let chunk_size = preferred.min(batch.div_ceil(concurrency)).max(1);
             // Fetch ahead while the chunks in flight could still drain the queue.
             let fetch_below = limit * chunk_size;
             while self.window.in_flight() < limit
@@ -592,7 +694,7 @@ impl Runner {
                     self.sink.clone(),
                     self.streak.clone(),
                     self.latency.clone(),
-                    self.tuning.clone(),
+                    self.throttle.clone(),
                     users,
                     counts_toward_streak,
                 );
@@ -821,7 +923,7 @@ impl Runner {
     async fn pace(&self) {
         let started = tokio::time::Instant::now();
         loop {
-            let sleep_ms = self.tuning.knobs().sleep_ms;
+            let sleep_ms = self.throttle.knobs().sleep_ms;
             let until = started + Duration::from_millis(sleep_ms.into());
             let now = tokio::time::Instant::now();
             if until <= now {

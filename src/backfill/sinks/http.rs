@@ -1,13 +1,14 @@
 //! The external Identity Graph API: `PUT {url}/users/{id}` with a bearer token.
 
-use super::{GraphBinding, GraphUser, IdentityGraph, SinkError};
+use super::{GraphBinding, GraphUser, IdentityGraph, Retry, SinkError};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use reqwest::{header, StatusCode};
 use serde::Serialize;
 use std::time::Duration;
 
-pub const MAX_ATTEMPTS: u32 = 3;
+pub use super::MAX_ATTEMPTS;
+
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How much of an error body is read: enough to quote, never a whole page.
 pub const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
@@ -41,7 +42,6 @@ pub struct HttpGraph {
     /// skips parsing (and IDNA-checking) the host for every request.
     users_url: Option<reqwest::Url>,
     token: Option<String>,
-    base_backoff: Duration,
 }
 
 /// The body of `PUT /users/{id}`: the user's whole identity, normalized
@@ -83,7 +83,6 @@ impl HttpGraph {
             base_url,
             users_url,
             token,
-            base_backoff: Duration::from_millis(200),
         }
     }
 
@@ -110,68 +109,81 @@ impl HttpGraph {
             .as_ref()
             .and_then(|users| users.join(&id.to_string()).ok())
             .ok_or_else(|| {
-                SinkError(format!(
-                    "{}/users/{id} is not a URL; check IDENTITY_GRAPH_URL",
-                    self.base_url
-                ))
+                SinkError::permanent(
+                    "configuration",
+                    format!(
+                        "{}/users/{id} is not a URL; check IDENTITY_GRAPH_URL",
+                        self.base_url
+                    ),
+                )
             })
     }
 
+    /// One attempt: the runner decides whether and when to try again, so
+    /// a throttling graph holds the whole run, not one slot
+    /// (`runner::throttle`).
     async fn write(&self, user: &GraphUser) -> Result<(), SinkError> {
         let url = self.user_url(user.id)?;
-        let body = Self::request_body(user);
-        let mut last_error = String::new();
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut request = self.client.put(url.clone()).json(&body);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            let wait = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) if response.status().is_redirection() => {
-                    let location = response
-                        .headers()
-                        .get(header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|to| format!(" to {}", truncate(to, 200)))
-                        .unwrap_or_default();
-                    return Err(SinkError(format!(
-                        "HTTP {}: the Identity Graph answered with a redirect{location}; redirects are not followed, so check IDENTITY_GRAPH_URL",
-                        response.status().as_u16()
-                    )));
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = retry_after(response.headers());
-                    let text = error_body(response).await;
-                    last_error = format!("HTTP {}: {}", status.as_u16(), truncate(&text, 300));
-                    if !is_retriable(status) {
-                        return Err(SinkError(last_error));
-                    }
-                    retry_after.unwrap_or_else(|| self.backoff(attempt))
-                }
-                Err(error) => {
-                    last_error = if error.is_timeout() {
-                        "timed out waiting for the Identity Graph".to_string()
-                    } else if error.is_connect() {
-                        "could not connect to the Identity Graph".to_string()
-                    } else {
-                        format!("request failed: {}", error.without_url())
-                    };
-                    self.backoff(attempt)
-                }
-            };
-            if attempt < MAX_ATTEMPTS {
-                tokio::time::sleep(wait).await;
-            }
+        let mut request = self.client.put(url).json(&Self::request_body(user));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
-        Err(SinkError(format!(
-            "{last_error} (after {MAX_ATTEMPTS} attempts)"
-        )))
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        self.base_backoff * 2u32.pow(attempt - 1)
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => {
+                return Err(SinkError::transient(
+                    "timeout",
+                    "timed out waiting for the Identity Graph",
+                ))
+            }
+            Err(error) if error.is_connect() => {
+                return Err(SinkError::transient(
+                    "connection",
+                    "could not connect to the Identity Graph",
+                ))
+            }
+            Err(error) => {
+                return Err(SinkError::transient(
+                    "connection",
+                    format!("request failed: {}", error.without_url()),
+                ))
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|to| format!(" to {}", truncate(to, 200)))
+                .unwrap_or_default();
+            return Err(SinkError::permanent(
+                "redirect",
+                format!(
+                    "HTTP {}: the Identity Graph answered with a redirect{location}; redirects are not followed, so check IDENTITY_GRAPH_URL",
+                    status.as_u16()
+                ),
+            ));
+        }
+        let retry_after = retry_after(response.headers());
+        let message = format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            truncate(&error_body(response).await, 300)
+        );
+        let class = format!("http {}", status.as_u16());
+        Err(match classify_status(status, retry_after) {
+            Retry::Throttled { retry_after } => SinkError {
+                message,
+                class: "throttled".to_string(),
+                retry: Retry::Throttled { retry_after },
+            },
+            Retry::Transient => SinkError::transient(class, message),
+            Retry::Never => SinkError::permanent(class, message),
+        })
     }
 }
 
@@ -185,10 +197,19 @@ impl IdentityGraph for HttpGraph {
     }
 }
 
-fn is_retriable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
+/// What an error status says about trying again. A 429 always asks the
+/// run to slow down; a 503 does when it says for how long (`Retry-After`),
+/// and is otherwise a server error like any 5xx.
+fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Retry {
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+    {
+        Retry::Throttled { retry_after }
+    } else if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        Retry::Transient
+    } else {
+        Retry::Never
+    }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
@@ -295,7 +316,7 @@ mod tests {
         assert!(broken
             .user_url(7)
             .unwrap_err()
-            .0
+            .message
             .contains("IDENTITY_GRAPH_URL"));
     }
 }

@@ -7,6 +7,7 @@ pub mod postgres;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use super::identifiers::GraphUser;
 
@@ -15,10 +16,53 @@ pub use super::identifiers::GraphUser;
 /// when every user of the call was written, else `failed`.
 pub const GRAPH_REQUEST_SECONDS: &str = "identity_graph_request_duration_seconds";
 
+/// How often the runner sends a user whose write failed for a transient
+/// reason (`Retry::Transient`) before it records the failure.
+pub const MAX_ATTEMPTS: u32 = 3;
+
 /// Why one user could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+#[error("{message}")]
+pub struct SinkError {
+    /// What an operator reads: the graph's answer, quoted.
+    pub message: String,
+    /// A short name for what went wrong, to group failures by: `http 400`,
+    /// `timeout`, `connection`, `redirect`, `throttled`, or the built-in
+    /// graph's SQLSTATE class (`sqlstate 23`).
+    pub class: String,
+    /// Whether the same write may succeed later.
+    pub retry: Retry,
+}
+
+/// Whether, and how, a failed write may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The graph refused the user; sending it again changes nothing.
+    Never,
+    /// A timeout, a lost connection or a 5xx: worth a few more attempts.
+    Transient,
+    /// The graph asked to slow down (429, or 503 with `Retry-After`): the
+    /// whole run waits, and the user is sent again after the wait.
+    Throttled { retry_after: Option<Duration> },
+}
+
+impl SinkError {
+    /// A failure that trying again cannot fix.
+    pub fn permanent(class: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkError {
+            message: message.into(),
+            class: class.into(),
+            retry: Retry::Never,
+        }
+    }
+
+    pub fn transient(class: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkError {
+            retry: Retry::Transient,
+            ..Self::permanent(class, message)
+        }
+    }
+}
 
 pub trait IdentityGraph: Send + Sync + 'static {
     /// Writes one user: its whole identity, replacing what the graph held

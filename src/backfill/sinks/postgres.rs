@@ -243,7 +243,7 @@ impl PostgresGraph {
                     if is_transient(&error) {
                         message.push_str(&format!(" (after {attempts} attempts)"));
                     }
-                    vec![Err(SinkError(message)); users.len()]
+                    vec![Err(SinkError::permanent(error_class(&error), message)); users.len()]
                 }
             }
         })
@@ -270,6 +270,23 @@ fn may_be_one_users_fault(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A database error's failure class: its SQLSTATE class (`sqlstate 23`
+/// for a constraint, `sqlstate 40` for a serialization failure), or what
+/// kept the statement from the database.
+fn error_class(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("sqlstate {}", code.get(..2).unwrap_or(&code)),
+            None => "database".to_string(),
+        },
+        sqlx::Error::PoolTimedOut => "timeout".to_string(),
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            "connection".to_string()
+        }
+        _ => "database".to_string(),
+    }
+}
+
 impl IdentityGraph for PostgresGraph {
     fn write_user<'a>(&'a self, user: &'a GraphUser) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
@@ -277,7 +294,7 @@ impl IdentityGraph for PostgresGraph {
             let mut outcomes = self.write_isolating(&users).await;
             outcomes
                 .pop()
-                .unwrap_or_else(|| Err(SinkError("no outcome for the user".into())))
+                .unwrap_or_else(|| Err(SinkError::permanent("adapter", "no outcome for the user")))
         })
     }
 

@@ -9,7 +9,7 @@ pub(super) const JOB_COLUMNS: &str =
     skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
     pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
     owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id,
-    dropped_identifiers, graph";
+    dropped_identifiers, graph, throttle";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -46,6 +46,8 @@ pub struct JobRow {
     pub dropped_identifiers: sqlx::types::Json<std::collections::BTreeMap<String, i64>>,
     /// The Identity Graph the job writes to (`sinks::GraphBinding`).
     pub graph: Option<String>,
+    /// The run's brake as its heartbeat last wrote it (`ThrottleView`).
+    pub throttle: Option<sqlx::types::Json<serde_json::Value>>,
 }
 
 impl JobRow {
@@ -130,6 +132,12 @@ impl JobRow {
             unreadable_reason: readable.err(),
             dropped_identifiers: self.dropped_identifiers.0.clone(),
             graph: self.graph.clone(),
+            // Another release's shape reads as none rather than breaking the page.
+            throttle: self
+                .throttle
+                .as_ref()
+                .filter(|_| status.is_active())
+                .and_then(|json| serde_json::from_value(json.0.clone()).ok()),
         }
     }
 

@@ -261,35 +261,29 @@ const STORED_KNOBS: &str = "stop_requested,
     CASE WHEN jsonb_typeof(options -> 'concurrency') = 'number' THEN (options ->> 'concurrency')::numeric::int8 END AS concurrency,
     CASE WHEN jsonb_typeof(options -> 'sleep_ms') = 'number' THEN (options ->> 'sleep_ms')::numeric::int8 END AS sleep_ms";
 
-/// Renews the run's lease. `None` means the run no longer owns the job.
+/// Renews the run's lease (when `renew`) and records the run's brake as
+/// it stands (`throttle`, shown on the job page). `None` means the run no
+/// longer owns the job.
 pub async fn heartbeat(
     pool: &PgPool,
     job_key: &str,
     token: &str,
     renew: bool,
+    throttle: &ThrottleView,
 ) -> Result<Option<HeartbeatAnswer>, sqlx::Error> {
-    if renew {
-        sqlx::query_as(&format!(
-            "UPDATE identity_graph_backfill_jobs SET heartbeat_at = now()
-             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)
-             RETURNING {STORED_KNOBS}"
-        ))
-        .bind(job_key)
-        .bind(token)
-        .bind(&JobStatus::ACTIVE[..])
-        .fetch_optional(pool)
-        .await
-    } else {
-        sqlx::query_as(&format!(
-            "SELECT {STORED_KNOBS} FROM identity_graph_backfill_jobs
-             WHERE job_key = $1 AND owner = $2 AND status = ANY($3)"
-        ))
-        .bind(job_key)
-        .bind(token)
-        .bind(&JobStatus::ACTIVE[..])
-        .fetch_optional(pool)
-        .await
-    }
+    sqlx::query_as(&format!(
+        "UPDATE identity_graph_backfill_jobs
+         SET heartbeat_at = CASE WHEN $4 THEN now() ELSE heartbeat_at END, throttle = $5
+         WHERE job_key = $1 AND owner = $2 AND status = ANY($3)
+         RETURNING {STORED_KNOBS}"
+    ))
+    .bind(job_key)
+    .bind(token)
+    .bind(&JobStatus::ACTIVE[..])
+    .bind(renew)
+    .bind(sqlx::types::Json(throttle))
+    .fetch_optional(pool)
+    .await
 }
 
 /// How `tune` went.

@@ -30,6 +30,14 @@ pub enum Reply {
     Redirect,
     /// Answers this status with a body that never ends.
     EndlessError(u16),
+    /// Answers 503 with `Retry-After`.
+    Unavailable {
+        retry_after_secs: u64,
+    },
+    /// Waits for one of the server's workers (`limit_workers`), holds it
+    /// this long, then answers 200: the answer time grows as a queue once
+    /// more calls are in flight than there are workers.
+    Work(Duration),
 }
 
 type Behaviour = Arc<dyn Fn(i64, u32) -> Reply + Send + Sync>;
@@ -76,6 +84,8 @@ struct Inner {
     behaviour: Mutex<Behaviour>,
     /// Requests being answered right now, and the most there ever were.
     in_flight: Mutex<(usize, usize)>,
+    /// The workers `Reply::Work` waits for.
+    workers: Mutex<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Counts a request as in flight until its handler finishes or is dropped.
@@ -106,6 +116,7 @@ impl GraphServer {
             authorization: Mutex::new(None),
             behaviour: Mutex::new(Arc::new(|_, _| Reply::Ok)),
             in_flight: Mutex::new((0, 0)),
+            workers: Mutex::new(Arc::new(tokio::sync::Semaphore::new(1))),
         });
         let app = Router::new()
             .route("/users/{id}", put(handle))
@@ -130,6 +141,16 @@ impl GraphServer {
                 Reply::Ok
             }
         });
+    }
+
+    /// How many `Reply::Work` requests the server answers at once.
+    pub fn limit_workers(&self, workers: usize) {
+        *self.inner.workers.lock().unwrap() = Arc::new(tokio::sync::Semaphore::new(workers));
+    }
+
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.lock().unwrap().0
     }
 
     pub fn requests_for(&self, user_id: i64) -> Vec<Instant> {
@@ -254,6 +275,18 @@ async fn handle(
                 axum::body::Body::from_stream(endless),
             )
                 .into_response()
+        }
+        Reply::Unavailable { retry_after_secs } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", retry_after_secs.to_string())],
+            "unavailable",
+        )
+            .into_response(),
+        Reply::Work(service) => {
+            let workers = inner.workers.lock().unwrap().clone();
+            let _worker = workers.acquire().await.unwrap();
+            tokio::time::sleep(service).await;
+            ok(&inner)
         }
         Reply::Redirect => (
             StatusCode::FOUND,
