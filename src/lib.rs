@@ -5,7 +5,8 @@
 //! - `access`: sign-in, sessions and the allow-list;
 //! - `backfill`: the domain, the API, and (server) the engine, runner and sinks;
 //! - `console`, `reporting`: the pages;
-//! - `server`: configuration, HTTP stack and subcommands (server only).
+//! - `server`: configuration, HTTP stack and subcommands (server only);
+//! - `bench`: the benchmark, one module per figure (server only).
 //!
 //! Another Leptos app can mount [`console::ConsolePage`] or call the server
 //! functions in [`backfill::api`] from its own pages.
@@ -21,6 +22,9 @@ pub mod request_context;
 
 #[cfg(feature = "ssr")]
 pub mod server;
+
+#[cfg(feature = "ssr")]
+pub mod bench;
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]

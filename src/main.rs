@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    use identity_graph_backfill::server::{cli, runtime::EngineRuntime, Config};
+    use identity_graph_backfill::server::{runtime::EngineRuntime, Config};
     // The engine's runs, heartbeats and watchdog get a runtime of their own,
     // with ENGINE_THREADS workers (src/server/runtime.rs), so runs at full
     // speed neither slow the console nor are capped by its one thread.
@@ -47,7 +47,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let outcome = console_runtime.block_on(cli::run(engine_runtime.handle()));
+    let outcome = console_runtime.block_on(run_command(engine_runtime.handle()));
     drop(console_runtime);
     // `serve` has already waited for runs to checkpoint; what is left is idle.
     engine_runtime.shutdown(std::time::Duration::from_secs(1));
@@ -57,6 +57,46 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Every subcommand: the operational ones of `server::cli`, and the
+/// benchmark's, which sit above the server and so are joined here.
+#[cfg(feature = "ssr")]
+#[derive(clap::Parser)]
+#[command(
+    name = "identity-graph-backfill",
+    version,
+    about = "Backfills historical users into the Identity Graph"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[cfg(feature = "ssr")]
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Operate(identity_graph_backfill::server::cli::Command),
+    /// Measure throughput on a fresh database (see README, "Benchmarks").
+    Bench(identity_graph_backfill::bench::BenchArgs),
+    /// The benchmark's Identity Graph, a process of its own (`bench` starts it).
+    #[command(hide = true)]
+    BenchGraph(identity_graph_backfill::bench::BenchGraphArgs),
+}
+
+/// Runs the command line's command (`serve` when none is given) on the
+/// console's runtime; runs go to `engine_runtime`.
+#[cfg(feature = "ssr")]
+async fn run_command(engine_runtime: &tokio::runtime::Handle) -> Result<(), String> {
+    use clap::Parser;
+    use identity_graph_backfill::{bench, server::cli};
+    match Cli::parse().command {
+        None => cli::run(cli::Command::Serve, engine_runtime).await,
+        Some(Command::Operate(command)) => cli::run(command, engine_runtime).await,
+        Some(Command::Bench(args)) => bench::run(args, engine_runtime).await,
+        Some(Command::BenchGraph(args)) => bench::graph_process::run(args, engine_runtime).await,
     }
 }
 

@@ -1,24 +1,15 @@
-//! The binary's subcommands (README, "Commands of the binary"): `serve` (the default), `migrate`,
-//! `admin add EMAIL` / `admin remove EMAIL` / `admin list`, `seed-demo --users N`,
-//! and the quick-start's `demo-setup`.
+//! The binary's operational subcommands (README, "Commands of the binary"):
+//! `serve` (the default), `migrate`, `admin add EMAIL` / `admin remove EMAIL`
+//! / `admin list`, `seed-demo --users N`, and the quick-start's `demo-setup`.
+//! `main.rs` joins them with `bench`, which lives above this layer
+//! (`crate::bench`).
 
 use super::{config::Config, database, http, seed};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use std::io::Read;
 
-#[derive(Parser)]
-#[command(
-    name = "identity-graph-backfill",
-    version,
-    about = "Backfills historical users into the Identity Graph"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Serve the console and run backfills (the default).
     Serve,
     /// Apply the database migrations and exit.
@@ -41,15 +32,10 @@ enum Command {
         #[arg(long, default_value = "target/demo-credentials.txt")]
         credentials_file: std::path::PathBuf,
     },
-    /// Measure throughput on a fresh database (see README, "Benchmarks").
-    Bench(super::bench::BenchArgs),
-    /// The benchmark's Identity Graph, a process of its own (`bench` starts it).
-    #[command(hide = true)]
-    BenchGraph(super::bench_graph::BenchGraphArgs),
 }
 
 #[derive(Subcommand)]
-enum AdminCommand {
+pub enum AdminCommand {
     /// Create an admin, or change its password and end its sessions. The
     /// password is read from standard input and must pass the password policy.
     Add { email: String },
@@ -59,11 +45,10 @@ enum AdminCommand {
     List,
 }
 
-/// Runs the command line's command on the caller's runtime; `engine_runtime`
-/// is where `serve`'s runs go (see `server::runtime`).
-pub async fn run(engine_runtime: &tokio::runtime::Handle) -> Result<(), String> {
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
+/// Runs `command` on the caller's runtime; `engine_runtime` is where
+/// `serve`'s runs go (see `server::runtime`).
+pub async fn run(command: Command, engine_runtime: &tokio::runtime::Handle) -> Result<(), String> {
+    match command {
         Command::Serve => {
             let config = Config::from_env().map_err(|e| e.to_string())?;
             http::serve(config, engine_runtime)
@@ -94,8 +79,6 @@ pub async fn run(engine_runtime: &tokio::runtime::Handle) -> Result<(), String> 
             users,
             credentials_file,
         } => demo_setup(users, &credentials_file).await,
-        Command::Bench(args) => super::bench::run(args, engine_runtime).await,
-        Command::BenchGraph(args) => super::bench_graph::run(args, engine_runtime).await,
     }
 }
 

@@ -213,7 +213,8 @@ pub async fn serve(
     Ok(())
 }
 
-pub(super) async fn wait_for_signal() {
+/// Until SIGINT or SIGTERM: `serve`'s shutdown, and the benchmark's graph process.
+pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -2,8 +2,6 @@
 //! shared state, the HTTP stack, the database and the operational
 //! subcommands. Nothing below imports from here (see ARCHITECTURE.md).
 
-pub mod bench;
-pub mod bench_graph;
 pub mod cli;
 pub mod config;
 pub mod database;

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "reporting",
     "app",
     "server",
+    "bench",
 ];
 
 /// The parts of `backfill`, lowest first; `store` and `sinks` stand side by

@@ -1,6 +1,6 @@
 //! `bench-graph` (hidden): the benchmark's HTTP Identity Graph, as a process
 //! of its own, so that it competes with the runner for the cores and never
-//! for the runner's runtime. `bench` starts it as a child.
+//! for the runner's runtime. `bench` starts it as a child (`processes`).
 //!
 //! `PUT /users/{id}` answers 204 according to `--profile`; `GET /stats`
 //! reports how many users it acknowledged and its own mean answer time per
@@ -176,7 +176,7 @@ pub async fn run(args: BenchGraphArgs, runtime: &tokio::runtime::Handle) -> Resu
     println!("listening on http://{bound}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    super::http::wait_for_signal().await;
+    crate::server::http::wait_for_signal().await;
     server.abort();
     Ok(())
 }
