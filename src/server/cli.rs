@@ -1,4 +1,4 @@
-//! The binary's subcommands (README, "Commands of the binary"): `serve` (the default), `migrate`,
+//! The binary's subcommands (docs/commands.md): `serve` (the default), `migrate`,
 //! `admin add EMAIL` / `admin remove EMAIL` / `admin list`, `seed-demo --users N`,
 //! and the quick-start's `demo-setup`.
 
@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value = "target/demo-credentials.txt")]
         credentials_file: std::path::PathBuf,
     },
-    /// Measure throughput on a fresh database (see README, "Benchmarks").
+    /// Measure throughput on a fresh database (see docs/benchmarks.md).
     Bench(super::bench::BenchArgs),
     /// The benchmark's Identity Graph, a process of its own (`bench` starts it).
     #[command(hide = true)]
