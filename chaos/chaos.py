@@ -9,7 +9,7 @@ SIGTERM of a replica (then a restart), stop + start through the API, and
 pg_terminate_backend on every app connection. When the job completes, the
 replicas are shut down and chaos/reconcile.sql compares what the graph server
 acknowledged, and the unresolved failure rows, with the source users and the
-job row's counters. See README, "Chaos".
+job row's counters. See docs/chaos.md.
 
 Every anomaly the driver sees is a mismatch, not a note: the job ending
 `failed` mid-run, a replica exiting on its own, a SIGTERM exit over 5 s (or
@@ -53,7 +53,7 @@ TOKEN = "chaos-token"
 DB_PREFIX = "igb_chaos_"
 API = "/api/identity-graph-backfill/"
 
-# The app's timing under chaos (README, "Configuration").
+# The app's timing under chaos (docs/configuration.md).
 LEASE_TTL_MS = 3000
 WATCHDOG_INTERVAL_MS = 1000
 GRAPH_TIMEOUT_MS = 500

@@ -142,7 +142,7 @@ const server = http.createServer((req, res) => {
     switch (outcome) {
       case "ok":
         // Counted before the answer is written: a user the app saw as written
-        // is always in /acked (the reverse may not hold: see the README).
+        // is always in /acked (the reverse may not hold: see docs/chaos.md).
         acked.set(id, (acked.get(id) ?? 0) + 1);
         res.writeHead(200, { "content-type": "application/json" }).end(`{"user_id":${id}}`);
         break;

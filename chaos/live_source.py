@@ -4,7 +4,7 @@ A thread inserts new users after the seeded ones, each in its own
 transaction through a `psql` session. Some of those transactions are held
 open and committed later, out of order, after users with higher ids have
 committed and the scan may have passed them: the late commits that the
-runner's catch-up exists for (README, "How a run behaves"). When the run is
+runner's catch-up exists for (docs/runs.md). When the run is
 over, every held transaction is committed, and chaos.py starts the job once
 more; after that final run, every eligible user up to the cursor must be in
 the graph or recorded as failed.

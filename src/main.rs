@@ -1,6 +1,6 @@
 // A run allocates and frees small buffers per user on several threads (HTTP
 // requests, bodies, outcomes), and glibc's malloc spent about a fifth of a
-// run's CPU doing it (README, "Benchmarks").
+// run's CPU doing it (docs/benchmarks.md).
 #[cfg(feature = "ssr")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

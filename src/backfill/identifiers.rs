@@ -3,7 +3,7 @@
 //! coverage check's notion of "eligible" read a user through here, so they
 //! can never disagree about who a user is.
 //!
-//! The rules (README, "Identifiers"):
+//! The rules (docs/graph-contract.md):
 //! - every value is trimmed of Unicode whitespace, and a blank value is absent;
 //! - an email is lowercased, and one without exactly one `@` with something
 //!   on each side is not an email;

@@ -18,7 +18,7 @@ pub struct SourceUser {
     pub device_id: Option<String>,
     pub deleted_at: Option<DateTime<Utc>>,
     /// `statement_timestamp()` of the read: a write carries it so that a
-    /// graph keeps the newest read of a user (README, "observed_at").
+    /// graph keeps the newest read of a user (docs/graph-contract.md, "observed_at").
     pub observed_at: DateTime<Utc>,
 }
 

@@ -1,6 +1,6 @@
-//! The binary's operational subcommands (README, "Commands of the binary"):
-//! `serve` (the default), `migrate`, `admin add EMAIL` / `admin remove EMAIL`
-//! / `admin list`, `seed-demo --users N`, and the quick-start's `demo-setup`.
+//! The binary's operational subcommands (docs/commands.md): `serve` (the
+//! default), `migrate`, `admin add EMAIL` / `admin remove EMAIL` / `admin
+//! list`, `seed-demo --users N`, and the quick-start's `demo-setup`.
 //! `main.rs` joins them with `bench`, which lives above this layer
 //! (`crate::bench`).
 

@@ -1,10 +1,11 @@
 //! The start options. Each is declared once, in `start_options!` at the
 //! bottom of this file, and that declaration drives the request's parsing,
 //! the clamping and its adjustments report, the reading of stored options,
-//! the form's control and help text, and (through a test) the README's
-//! options table.
+//! the form's control and help text, and (through a test) the options table
+//! in docs/options.md.
 //!
-//! Adding an option: one line in `start_options!`, and its use in the runner.
+//! Adding an option: one line in `start_options!`, its use in the runner, and
+//! its row in docs/options.md.
 
 use super::job_key::JobKey;
 use super::status::Mode;
@@ -516,15 +517,15 @@ mod tests {
         assert!(reason.contains("concurrency"), "{reason}");
     }
 
-    /// The README's options table quotes each option's default and range.
+    /// The options table of docs/options.md quotes each option's default and range.
     #[test]
-    fn the_readme_table_matches_the_declarations() {
-        let readme = include_str!("../../../README.md");
+    fn the_options_table_matches_the_declarations() {
+        let table = include_str!("../../../docs/options.md");
         let row = |field: &str| {
-            readme
+            table
                 .lines()
                 .find(|line| line.starts_with(&format!("| `{field}` |")))
-                .unwrap_or_else(|| panic!("README has no row for {field}"))
+                .unwrap_or_else(|| panic!("docs/options.md has no row for {field}"))
                 .to_string()
         };
         let thousands = super::super::views::thousands;
