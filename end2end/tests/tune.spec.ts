@@ -21,6 +21,9 @@ test("a running job is slowed down from its page, and the change is in its histo
   await job.goto();
   const panel = page.getByRole("region", { name: "Tune the running job" });
   await expect(panel.getByLabel("Max rate")).toHaveValue("50");
+  // The run's replica reports its brake: the limit it applies, and what holds it.
+  await expect(page.getByLabel("The run's brake")).toContainText("Max rate50 users/s", { timeout: 10_000 });
+  await expect(page.getByLabel("The run's brake")).toContainText("Graph p50 / p95");
 
   await panel.getByLabel("Max rate").fill("20");
   const answer = page.waitForResponse((r) => r.url().endsWith("/api/identity-graph-backfill/tune"));
@@ -38,6 +41,9 @@ test("a running job is slowed down from its page, and the change is in its histo
   await expect(history.getByRole("listitem")).toHaveCount(1);
   await expect(history).toContainText("Max rate 50 → 20");
   await expect(history).toContainText(`by ${ALLOWED.email}`);
+  // The runner applied the new limit: its next report, on the page's next poll, says so.
+  await expect(page.getByLabel("The run's brake")).toContainText("Max rate20 users/s", { timeout: 10_000 });
+  await expect(page.getByLabel("The run's brake")).toContainText("Held bymax rate", { timeout: 15_000 });
   await screenshots(page, testInfo, "tune");
 
   // A value out of range is clamped and said so.

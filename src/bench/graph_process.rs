@@ -32,6 +32,16 @@ pub struct BenchGraphArgs {
     addr: SocketAddr,
     #[arg(long, value_enum, default_value_t = Profile::Instant)]
     profile: Profile,
+    /// The capacity profile: how many requests are served at once.
+    #[arg(long, default_value_t = 24)]
+    workers: usize,
+    /// The capacity profile: how long a worker takes for one request, in ms.
+    #[arg(long, default_value_t = 10)]
+    service_ms: u64,
+    /// The capacity profile: past this many requests waiting for a worker,
+    /// the graph answers 429 with `Retry-After: 1`.
+    #[arg(long, default_value_t = 24)]
+    queue: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +52,10 @@ pub enum Profile {
     /// [`SLOW_ANSWER`]; 1% (id % 100 = 63) get a 500 the first time and 204
     /// on the retry.
     Tail,
+    /// `--workers` workers each take `--service-ms` per request: past that
+    /// many in flight the answer time grows as a queue, and past `--queue`
+    /// waiting the graph answers 429 with `Retry-After: 1`.
+    Capacity,
 }
 
 /// How long the tail profile's slow users wait for their answer.
@@ -62,6 +76,9 @@ pub struct GraphStats {
     /// acknowledgement: for a user answered 500 first, that includes the
     /// sink's back-off before its retry.
     pub busy_seconds: f64,
+    /// Requests answered 429.
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 impl GraphStats {
@@ -71,6 +88,7 @@ impl GraphStats {
             users: self.users - earlier.users,
             requests: self.requests - earlier.requests,
             busy_seconds: self.busy_seconds - earlier.busy_seconds,
+            throttled: self.throttled - earlier.throttled,
         }
     }
 
@@ -87,6 +105,12 @@ struct Graph {
     /// Flaky users answered 500 once: when their first request arrived, until
     /// the retry is acknowledged (then `None`, and they never fail again).
     retried: Mutex<HashMap<i64, Option<Instant>>>,
+    /// The capacity profile's workers, service time and queue bound.
+    workers: tokio::sync::Semaphore,
+    service: Duration,
+    queue: usize,
+    waiting: AtomicU64,
+    throttled: AtomicU64,
 }
 
 impl Graph {
@@ -102,12 +126,19 @@ async fn put_user(
     State(graph): State<Arc<Graph>>,
     Path(user_id): Path<i64>,
     _body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let arrived = Instant::now();
     graph.requests.fetch_add(1, Ordering::Relaxed);
-    if graph.profile == Profile::Instant {
-        return graph.acknowledge(arrived);
+    match graph.profile {
+        Profile::Instant => graph.acknowledge(arrived).into_response(),
+        Profile::Capacity => serve_with_capacity(&graph, arrived).await,
+        Profile::Tail => tail_answer(&graph, user_id, arrived).await.into_response(),
     }
+}
+
+/// The tail profile: slow and flaky users by id.
+async fn tail_answer(graph: &Graph, user_id: i64, arrived: Instant) -> StatusCode {
     match user_id.rem_euclid(100) {
         SLOW_USERS => {
             tokio::time::sleep(SLOW_ANSWER).await;
@@ -130,11 +161,38 @@ async fn put_user(
     }
 }
 
+/// Waits for a worker (or answers 429 when the queue is full), holds it
+/// for the service time, and acknowledges.
+async fn serve_with_capacity(graph: &Graph, arrived: Instant) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let waiting = graph.waiting.fetch_add(1, Ordering::SeqCst) as usize;
+    if waiting >= graph.queue && graph.workers.available_permits() == 0 {
+        graph.waiting.fetch_sub(1, Ordering::SeqCst);
+        graph.throttled.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "queue full",
+        )
+            .into_response();
+    }
+    let worker = graph
+        .workers
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    graph.waiting.fetch_sub(1, Ordering::SeqCst);
+    tokio::time::sleep(graph.service).await;
+    drop(worker);
+    graph.acknowledge(arrived).into_response()
+}
+
 async fn stats(State(graph): State<Arc<Graph>>) -> Json<GraphStats> {
     Json(GraphStats {
         users: graph.users.load(Ordering::Relaxed),
         requests: graph.requests.load(Ordering::Relaxed),
         busy_seconds: graph.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        throttled: graph.throttled.load(Ordering::Relaxed),
     })
 }
 
@@ -147,6 +205,11 @@ pub async fn run(args: BenchGraphArgs, runtime: &tokio::runtime::Handle) -> Resu
         requests: AtomicU64::new(0),
         busy_nanos: AtomicU64::new(0),
         retried: Mutex::new(HashMap::new()),
+        workers: tokio::sync::Semaphore::new(args.workers.max(1)),
+        service: Duration::from_millis(args.service_ms),
+        queue: args.queue,
+        waiting: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/users/{id}", put(put_user))

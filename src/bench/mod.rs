@@ -13,9 +13,11 @@
 //!   `reset_cursor` rerun;
 //! - `http_graph`: (2) a run against the graph process beside its capacity;
 //! - `tail`: (3) a run against a graph with a tail beside Little's bound;
-//! - `console_latency`: (4) the console's latency, idle and under two runs.
+//! - `console_latency`: (4) the console's latency, idle and under two runs;
+//! - `capacity`: (5) the brake against a graph of bounded capacity, beside
+//!   realtime traffic: a static run, an adaptive run, `max_rate` and `tune`.
 //!
-//! In-process runs use an engine runtime, as `serve` does. (2)–(4) use real
+//! In-process runs use an engine runtime, as `serve` does. (2)–(5) use real
 //! processes, children of this one (`processes`): `bench-graph`
 //! (`graph_process`, a hidden subcommand) as the Identity Graph, and `serve`
 //! replicas. `support` holds what several figures share.
@@ -26,6 +28,7 @@ use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
 mod built_in_graph;
+mod capacity;
 mod catch_up;
 mod console_latency;
 mod dry_run;
@@ -71,6 +74,9 @@ pub struct BenchArgs {
     /// Skip (4), the console's latency.
     #[arg(long)]
     skip_console: bool,
+    /// Skip (5), the brake against a graph of bounded capacity.
+    #[arg(long)]
+    skip_capacity: bool,
 }
 
 pub async fn run(args: BenchArgs, runtime: &tokio::runtime::Handle) -> Result<(), String> {
@@ -136,14 +142,14 @@ async fn measure(
         support::rss_kib("VmHWM:")
     );
 
-    if !(args.skip_http_graph && args.skip_tail && args.skip_console) {
+    if !(args.skip_http_graph && args.skip_tail && args.skip_console && args.skip_capacity) {
         println!();
         process_figures(args, runtime, pool, url, batch).await?;
     }
     Ok(())
 }
 
-/// (2), (3) and (4), each printed as it is measured, then their summary
+/// (2) to (5), each printed as it is measured, then their summary
 /// lines. (2) and (4) share the `http` replica and its instant graph.
 async fn process_figures(
     args: &BenchArgs,
@@ -215,6 +221,20 @@ async fn process_figures(
     if let Some((graph, _, replica, _)) = instant {
         replica.terminate().await;
         graph.terminate().await;
+    }
+
+    if !args.skip_capacity {
+        summary.extend(
+            capacity::measure(
+                runtime,
+                pool,
+                database_url,
+                http_connections,
+                batch,
+                seconds,
+            )
+            .await?,
+        );
     }
     println!();
     for line in summary {

@@ -69,12 +69,18 @@ impl ChildProcess {
 
 /// A graph process (`bench-graph`) and its base URL.
 pub(super) async fn spawn_graph(profile: &str) -> Result<(ChildProcess, String), String> {
+    spawn_graph_with(profile, &[]).await
+}
+
+/// A graph process with more arguments for its profile (`--workers` …).
+pub(super) async fn spawn_graph_with(
+    profile: &str,
+    more: &[&str],
+) -> Result<(ChildProcess, String), String> {
     let name = format!("bench-graph --profile {profile}");
-    let mut process = ChildProcess::spawn(
-        &name,
-        &["bench-graph", "--addr", "127.0.0.1:0", "--profile", profile],
-        &[],
-    )?;
+    let mut args = vec!["bench-graph", "--addr", "127.0.0.1:0", "--profile", profile];
+    args.extend_from_slice(more);
+    let mut process = ChildProcess::spawn(&name, &args, &[])?;
     let stdout = process.child.stdout.take().ok_or("no stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())

@@ -394,30 +394,33 @@ async fn a_throttle_url_answering_503_holds_the_run_until_it_answers_200(pool: P
     wait_until_idle(&pool, "signalled").await;
 }
 
-/// A graph with 8 workers, each call taking 20 ms: past 8 calls in flight
-/// the answer time grows as a queue. Adaptive mode with a 40 ms target
-/// keeps about as many calls in flight as there are workers, holds the
-/// p95 near the target, and never drives the graph to a 429.
+/// A graph with 16 workers, each call taking 50 ms: past 16 calls in
+/// flight the answer time grows as a queue. Adaptive mode with a 100 ms
+/// target keeps about as many calls in flight as there are workers (up to
+/// twice as many, where the queue reaches the target), holds the p95 near
+/// the target, and never drives the graph to a 429. The times are long
+/// enough that a busy test machine's scheduling delays, a few ms, do not
+/// read as the graph slowing down.
 #[sqlx::test]
 async fn adaptive_mode_holds_the_latency_target_of_a_loaded_graph(pool: PgPool) {
     seed(&pool, 3_000).await;
     let (replica, graph) = Replica::and_graph(&pool, &[]).await;
-    graph.limit_workers(8);
+    graph.limit_workers(16);
     let queue_limit = 32;
     let watched = graph.clone();
     graph.behave(move |_, _| {
-        if watched.in_flight() > 8 + queue_limit {
+        if watched.in_flight() > 16 + queue_limit {
             Reply::TooManyRequests {
                 retry_after_secs: 1,
             }
         } else {
-            Reply::Work(Duration::from_millis(20))
+            Reply::Work(Duration::from_millis(50))
         }
     });
     replica
         .start(
             json!({"job_key": "adaptive", "sleep_ms": 0, "batch_size": 200,
-                      "concurrency": 64, "adaptive": true, "target_latency_ms": 40}),
+                      "concurrency": 64, "adaptive": true, "target_latency_ms": 100}),
         )
         .await;
     let mut limits = Vec::new();
@@ -445,8 +448,8 @@ async fn adaptive_mode_holds_the_latency_target_of_a_loaded_graph(pool: PgPool) 
     assert!(limits.len() >= 4, "{limits:?}");
     let mean = limits.iter().sum::<f64>() / limits.len() as f64;
     assert!(
-        (6.0..=24.0).contains(&mean),
-        "the in-flight limit settled at {mean:.1} ({limits:?}), not near the 8 workers"
+        (12.0..=48.0).contains(&mean),
+        "the in-flight limit settled at {mean:.1} ({limits:?}), not near the 16 workers"
     );
     assert!(
         limits.iter().all(|l| *l < 64.0),
@@ -456,8 +459,8 @@ async fn adaptive_mode_holds_the_latency_target_of_a_loaded_graph(pool: PgPool) 
     sorted.sort_by(f64::total_cmp);
     let median_p95 = sorted[sorted.len() / 2];
     assert!(
-        median_p95 <= 40.0 * 1.5,
-        "the graph's p95 was {median_p95:.1} ms against a 40 ms target ({p95s:?})"
+        median_p95 <= 100.0 * 1.5,
+        "the graph's p95 was {median_p95:.1} ms against a 100 ms target ({p95s:?})"
     );
 }
 
