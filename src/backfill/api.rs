@@ -41,3 +41,13 @@ pub async fn job(job_key: String) -> Result<JobDetail, AppError> {
     require_allowed_admin().await?;
     shared::<Engine>()?.detail(&job_key).await
 }
+
+/// A keyset page of a job's unresolved failures, filtered by class and/or a
+/// search in the message or the user id.
+#[server(prefix = "/api/identity-graph-backfill", endpoint = "failures", input = Json)]
+pub async fn failures(
+    #[server(flatten)] request: FailuresRequest,
+) -> Result<FailuresPage, AppError> {
+    require_allowed_admin().await?;
+    shared::<Engine>()?.failures(&request).await
+}

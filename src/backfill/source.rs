@@ -2,6 +2,7 @@
 //! it is here, so a deployment that replaces the table with a view (or
 //! renames a column) finds everything about the source in one place.
 
+use super::domain::FailureFilter;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -86,28 +87,61 @@ pub async fn users_after(
     .await
 }
 
-/// Users with an unresolved failure on this job, after `after_user_id` and at
-/// most `up_to`.
+/// Users with an unresolved failure on this job that `filter` takes, after
+/// `after_user_id` and at most `up_to`.
 pub async fn failed_users_after(
     pool: &PgPool,
     job_key: &str,
+    filter: &FailureFilter,
     after_user_id: i64,
     up_to: i64,
     limit: u32,
 ) -> Result<Vec<SourceUser>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {USER_COLUMNS}
          FROM identity_graph_backfill_failures f
          JOIN users u ON u.id = f.user_id
-         WHERE f.job_key = $1 AND f.resolved_at IS NULL AND f.user_id > $2 AND f.user_id <= $3
-         ORDER BY f.user_id LIMIT $4"
-    ))
-    .bind(job_key)
-    .bind(after_user_id)
-    .bind(up_to)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
+         WHERE {} AND f.user_id > $5 AND f.user_id <= $6
+         ORDER BY f.user_id LIMIT $7",
+        failure_filter_predicate(filter)
+    );
+    bind_failure_filter(sqlx::query_as(&sql), job_key, filter)
+        .bind(after_user_id)
+        .bind(up_to)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+}
+
+/// The filter's predicate on `f`, over the parameters [`bind_failure_filter`]
+/// binds: `$1` the job key, `$2` the class, `$3` the search as an `ILIKE`
+/// pattern, `$4` the search as a user id. Only the parts the filter uses are
+/// written, so each shape of filter is a statement of its own, planned for
+/// the indexes it can use (a generic plan of `$2 IS NULL OR …` could not).
+pub fn failure_filter_predicate(filter: &FailureFilter) -> String {
+    let mut predicate = "f.job_key = $1 AND f.resolved_at IS NULL".to_string();
+    if filter.class.is_some() {
+        predicate.push_str(" AND f.class = $2");
+    }
+    match (filter.search.is_some(), filter.search_user_id().is_some()) {
+        (true, true) => predicate.push_str(" AND (f.error ILIKE $3 OR f.user_id = $4)"),
+        (true, false) => predicate.push_str(" AND f.error ILIKE $3"),
+        _ => {}
+    }
+    predicate
+}
+
+/// Binds `$1` to `$4` of [`failure_filter_predicate`].
+pub fn bind_failure_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    job_key: &'q str,
+    filter: &FailureFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(job_key)
+        .bind(filter.class.clone())
+        .bind(filter.search_pattern())
+        .bind(filter.search_user_id())
 }
 
 /// Users that arrived below the cursor after the scan passed them: users in

@@ -132,6 +132,11 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        // The admission middleware below admits it like `job`.
+        .route(
+            "/api/identity-graph-backfill/failures.csv",
+            get(crate::backfill::export::failures_csv),
+        )
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -380,6 +385,7 @@ fn endpoint_fields(endpoint: &str) -> Option<&'static [&'static str]> {
         "logout" | "me" | "list" => Some(&[]),
         "stop" | "job" => Some(&["job_key"]),
         "tune" => Some(&["job_key", "max_rate", "concurrency", "sleep_ms"]),
+        "failures" => Some(&["job_key", "class", "q", "after_user_id", "limit"]),
         _ => None,
     }
 }

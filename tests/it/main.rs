@@ -13,6 +13,7 @@
 //! | `built_in_graph` | the Postgres identity graph |
 //! | `integrity` | what the graph holds: replaced links, one normalization for both graphs, late arrivals, newest read, one graph per job |
 //! | `graph_batch` | the built-in graph's batched writes: same graph as per-user writes, concurrency, one bad user |
+//! | `failures` | a job's failures by class: grouped counts, filter, search, keyset pages, the CSV export |
 //! | `metrics` | `/metrics` on its own listener, scraped during a run, matching the job row |
 //! | `layers` | no module imports from a layer above its own (ARCHITECTURE.md) |
 //! | `api` | the job-control API over HTTP: validation, clamping, who did what |
@@ -31,6 +32,7 @@ mod api;
 mod built_in_graph;
 mod engine;
 mod engine_runtime;
+mod failures;
 mod graph_batch;
 mod http_sink;
 mod integrity;

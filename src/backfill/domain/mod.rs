@@ -6,14 +6,17 @@
 //! - [`job_key`]: the job key and its rules;
 //! - [`options`]: the start options, each declared once;
 //! - [`views`]: the shapes the API returns;
+//! - [`failures`]: failures by class, their filter and their pages;
 //! - [`timestamp`]: the instants in them, and their calendar fields.
 
+pub mod failures;
 pub mod job_key;
 pub mod options;
 pub mod status;
 pub mod timestamp;
 pub mod views;
 
+pub use failures::*;
 pub use job_key::*;
 pub use options::*;
 pub use status::*;

@@ -7,6 +7,7 @@
 //! Adding an option: one line in `start_options!`, its use in the runner, and
 //! its row in docs/options.md.
 
+use super::failures::FailureFilter;
 use super::job_key::JobKey;
 use super::status::Mode;
 use crate::error::{field_error_message, AppError};
@@ -90,6 +91,18 @@ pub const JOB_KEY: FieldText = FieldText {
     help: "1–120 characters of a–z 0–9 . _ : -. Leave blank for the default key. A dry run is recorded under the key plus :dry-run.",
 };
 
+pub const FAILURE_CLASS: FieldText = FieldText {
+    field: "failure_class",
+    label: "Failure class",
+    help: "Failed-only runs only: retry just the failures of this class (http 400, timeout …).",
+};
+
+pub const FAILURE_SEARCH: FieldText = FieldText {
+    field: "failure_search",
+    label: "Failure search",
+    help: "Failed-only runs only: retry just the failures whose message contains this, or whose user id it is.",
+};
+
 pub const MODE: FieldText = FieldText {
     field: "mode",
     label: "Mode",
@@ -129,6 +142,10 @@ macro_rules! start_options {
             pub $number_field: Option<i64>, )*
             #[serde(skip_serializing_if = "Option::is_none")]
             pub mode: Option<Mode>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub failure_class: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub failure_search: Option<String>,
             $( #[serde(skip_serializing_if = "Option::is_none")]
             pub $flag_field: Option<bool>, )*
         }
@@ -139,6 +156,9 @@ macro_rules! start_options {
             pub job_key: JobKey,
             $( pub $number_field: $number_type, )*
             pub mode: Mode,
+            /// A failed-only run retries only the failures this takes.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub failure_filter: Option<FailureFilter>,
             $( pub $flag_field: bool, )*
         }
 
@@ -149,6 +169,7 @@ macro_rules! start_options {
                     job_key,
                     $( $number_field: $default, )*
                     mode: Mode::Full,
+                    failure_filter: None,
                     $( $flag_field: $flag_default, )*
                 }
             }
@@ -239,7 +260,7 @@ pub fn start_fields() -> Vec<&'static str> {
     let flags = FLAG_OPTIONS.iter().map(|option| option.field);
     std::iter::once(JOB_KEY.field)
         .chain(numbers)
-        .chain(std::iter::once(MODE.field))
+        .chain([MODE.field, FAILURE_CLASS.field, FAILURE_SEARCH.field])
         .chain(flags)
         .collect()
 }
@@ -288,6 +309,11 @@ impl StartOptions {
                 .and_then(Mode::parse)
                 .ok_or_else(|| stored_type_error(MODE.field, MODE_CHOICES, value))?;
         }
+        if let Some(value) = present("failure_filter") {
+            let filter: FailureFilter = serde_json::from_value(value.clone())
+                .map_err(|_| stored_type_error("failure_filter", "a class and a search", value))?;
+            options.failure_filter = (!filter.is_empty()).then_some(filter);
+        }
         // A job's dry_run is its column, never its stored options.
         for option in FLAG_OPTIONS.iter().filter(|o| o.field != DRY_RUN.field) {
             if let Some(value) = present(option.field) {
@@ -323,12 +349,39 @@ impl StartRequest {
             }
         }
         options.mode = self.mode.unwrap_or_default();
+        options.failure_filter = self.failure_filter(options.mode)?;
         for option in FLAG_OPTIONS {
             if let Some(requested) = (option.requested)(self) {
                 (option.apply)(&mut options, requested);
             }
         }
         Ok((options, adjustments))
+    }
+}
+
+impl StartRequest {
+    /// The failures a failed-only run is restricted to; a filter on a full
+    /// run is refused rather than ignored.
+    fn failure_filter(&self, mode: Mode) -> Result<Option<FailureFilter>, AppError> {
+        let filter = FailureFilter::parse_fields(
+            (FAILURE_CLASS.field, self.failure_class.as_deref()),
+            (FAILURE_SEARCH.field, self.failure_search.as_deref()),
+        )?;
+        if filter.is_empty() {
+            return Ok(None);
+        }
+        if mode != Mode::FailedOnly {
+            let field = if filter.class.is_some() {
+                FAILURE_CLASS.field
+            } else {
+                FAILURE_SEARCH.field
+            };
+            return Err(AppError::validation(
+                field,
+                format!("{field} applies only to mode \"failed-only\""),
+            ));
+        }
+        Ok(Some(filter))
     }
 }
 
@@ -359,6 +412,16 @@ fn read_field(
             .and_then(Mode::parse)
             .ok_or_else(|| field_error_message(field, &format!("must be {MODE_CHOICES}")))?;
         request.mode = Some(mode);
+    } else if field == FAILURE_CLASS.field || field == FAILURE_SEARCH.field {
+        let text = value
+            .as_str()
+            .ok_or_else(|| field_error_message(field, "must be a string"))?
+            .to_string();
+        if field == FAILURE_CLASS.field {
+            request.failure_class = Some(text);
+        } else {
+            request.failure_search = Some(text);
+        }
     } else if let Some(option) = NUMBER_OPTIONS.iter().find(|o| o.field == field) {
         (option.set_requested)(request, Some(whole_number(field, value)?));
     } else if let Some(option) = FLAG_OPTIONS.iter().find(|o| o.field == field) {

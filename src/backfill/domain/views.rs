@@ -1,6 +1,7 @@
 //! The shapes the API returns: jobs, their details, the list and the
 //! answers to start and stop.
 
+use super::failures::{FailureClassCount, FailureRecord};
 use super::options::{Adjustment, StartOptions};
 use super::status::{JobStatus, Mode, PauseReason};
 use super::timestamp::Timestamp;
@@ -157,16 +158,6 @@ pub struct StopResponse {
     pub job: Job,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
-pub struct FailureRecord {
-    pub user_id: i64,
-    pub error: String,
-    pub attempts: i32,
-    pub first_failed_at: Timestamp,
-    pub last_failed_at: Timestamp,
-}
-
 /// One run of a job: who or what started it, and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
@@ -218,6 +209,9 @@ pub struct JobDetail {
     pub coverage: Option<Coverage>,
     pub recent_failures: Vec<FailureRecord>,
     pub unresolved_failures: i64,
+    /// Unresolved failures by class, largest first.
+    #[serde(default)]
+    pub failure_classes: Vec<FailureClassCount>,
     pub runs: Vec<RunRecord>,
     /// The latest changes `tune` made to the job's knobs, newest first.
     #[serde(default)]

@@ -118,6 +118,10 @@ struct Inner {
     external_brake: ExternalBrake,
 }
 
+/// Rows per query of the CSV export: big enough that the export is not a
+/// query per row, small enough that its memory stays a few megabytes.
+const EXPORT_PAGE_ROWS: i64 = 5_000;
+
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -427,6 +431,54 @@ impl Engine {
         })
     }
 
+    /// A keyset page of the job's unresolved failures under a filter.
+    pub async fn failures(&self, request: &FailuresRequest) -> Result<FailuresPage, AppError> {
+        let key = self.existing_job(&request.job_key).await?;
+        let filter = FailureFilter::parse(request.class.as_deref(), request.q.as_deref())?;
+        let limit = failures_page_size(request.limit)?;
+        let after = request.after_user_id.unwrap_or(0);
+        let failures = store::failures_page(&self.inner.pool, key.as_str(), &filter, after, limit)
+            .await
+            .map_err(|e| internal_error("reading failures", e))?;
+        let next_after_user_id = (failures.len() as i64 == limit)
+            .then(|| failures.last().map(|f| f.user_id))
+            .flatten();
+        Ok(FailuresPage {
+            failures,
+            next_after_user_id,
+        })
+    }
+
+    /// The job's unresolved failures under a filter, as a stream of pages
+    /// for the CSV export; the job must exist.
+    pub async fn export_failures(
+        &self,
+        job_key: &str,
+        filter: FailureFilter,
+    ) -> Result<
+        impl futures::Stream<Item = Result<Vec<FailureRecord>, sqlx::Error>> + Send + 'static,
+        AppError,
+    > {
+        let key = self.existing_job(job_key).await?;
+        Ok(store::stream_failures(
+            self.inner.pool.clone(),
+            key.as_str().to_string(),
+            filter,
+            EXPORT_PAGE_ROWS,
+        ))
+    }
+
+    /// The key of a job that exists and is not archived, or `NOT_FOUND`.
+    async fn existing_job(&self, job_key: &str) -> Result<JobKey, AppError> {
+        let key = JobKey::parse_existing(job_key)?;
+        store::get_job(&self.inner.pool, key.as_str())
+            .await
+            .map_err(|e| internal_error("reading a job", e))?
+            .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
+            .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        Ok(key)
+    }
+
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
         let key = JobKey::parse_existing(job_key)?;
         let db = |e: sqlx::Error| internal_error("reading a job", e);
@@ -458,6 +510,9 @@ impl Engine {
                 .await
                 .map_err(db)?,
             unresolved_failures: store::unresolved_failure_count(pool, key.as_str())
+                .await
+                .map_err(db)?,
+            failure_classes: store::failure_classes(pool, key.as_str())
                 .await
                 .map_err(db)?,
             runs: store::recent_runs(pool, key.as_str(), 20)

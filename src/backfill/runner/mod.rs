@@ -242,8 +242,25 @@ pub struct Runner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Processed,
-    Failed(String),
+    Failed(Failure),
     Skipped(SkipReason),
+}
+
+/// Why a user failed: the short class failures are grouped by, and the
+/// message an operator reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    class: String,
+    message: String,
+}
+
+impl Failure {
+    fn new(class: &str, message: impl Into<String>) -> Self {
+        Failure {
+            class: class.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// The Identity Graph's answer times for one job, by outcome
@@ -292,7 +309,12 @@ async fn sync_chunk(
     let Some(sink) = sink else {
         return users
             .iter()
-            .map(|_| Outcome::Failed("the Identity Graph is not configured".into()))
+            .map(|_| {
+                Outcome::Failed(Failure::new(
+                    "configuration",
+                    "the Identity Graph is not configured",
+                ))
+            })
             .collect();
     };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; users.len()];
@@ -343,17 +365,22 @@ async fn sync_chunk(
                 Err(error) => error,
             };
             match error.retry {
-                Retry::Never => outcomes[i] = Some(Outcome::Failed(error.message)),
+                Retry::Never => {
+                    outcomes[i] = Some(Outcome::Failed(Failure {
+                        class: error.class,
+                        message: error.message,
+                    }))
+                }
                 Retry::Transient => {
                     attempts[i] += 1;
                     if call == CallOutcome::Answered {
                         call = CallOutcome::Trouble;
                     }
                     if attempts[i] >= MAX_ATTEMPTS {
-                        outcomes[i] = Some(Outcome::Failed(format!(
-                            "{} (after {MAX_ATTEMPTS} attempts)",
-                            error.message
-                        )));
+                        outcomes[i] = Some(Outcome::Failed(Failure {
+                            message: format!("{} (after {MAX_ATTEMPTS} attempts)", error.message),
+                            class: error.class,
+                        }));
                     } else {
                         pause = pause.max(TRANSIENT_BACKOFF * 2u32.pow(attempts[i] - 1));
                     }
@@ -364,10 +391,13 @@ async fn sync_chunk(
                     // Held with the whole run, the user waits; the run's
                     // own cap pauses it. Held alone, it fails at the cap.
                     if since.elapsed() > throttle.hold_cap() && !throttle.held_too_long() {
-                        outcomes[i] = Some(Outcome::Failed(format!(
-                            "{} (throttled for longer than the hold cap, {} s, while other users were written)",
-                            error.message,
-                            throttle.hold_cap().as_secs()
+                        outcomes[i] = Some(Outcome::Failed(Failure::new(
+                            "throttled",
+                            format!(
+                                "{} (throttled for longer than the hold cap, {} s, while other users were written)",
+                                error.message,
+                                throttle.hold_cap().as_secs()
+                            ),
                         )));
                     }
                 }
@@ -615,15 +645,19 @@ impl Runner {
                     .await
                     .map_err(StepError::at("reading users that arrived below the cursor"))
             }
-            Phase::RetryFailures(pass) => source::failed_users_after(
-                &self.pool,
-                &self.lease.job_key,
-                after,
-                pass.until,
-                batch_size,
-            )
-            .await
-            .map_err(StepError::at("reading recorded failures")),
+            Phase::RetryFailures(pass) => {
+                let filter = self.options.failure_filter.clone().unwrap_or_default();
+                source::failed_users_after(
+                    &self.pool,
+                    &self.lease.job_key,
+                    &filter,
+                    after,
+                    pass.until,
+                    batch_size,
+                )
+                .await
+                .map_err(StepError::at("reading recorded failures"))
+            }
             Phase::Scan => source::users_after(&self.pool, after, batch_size)
                 .await
                 .map_err(StepError::at("reading source users")),
@@ -805,11 +839,15 @@ impl Runner {
                     batch.run.processed += 1;
                     batch.resolved.push(*user_id);
                 }
-                Outcome::Failed(error) => {
+                Outcome::Failed(failure) => {
                     batch.failed += 1;
                     batch.run.failed += 1;
-                    batch.last_error = Some(format!("user {user_id}: {error}"));
-                    batch.failures.push((*user_id, error.clone()));
+                    batch.last_error = Some(format!("user {user_id}: {}", failure.message));
+                    batch.failures.push(store::NewFailure {
+                        user_id: *user_id,
+                        class: failure.class.clone(),
+                        message: failure.message.clone(),
+                    });
                 }
                 Outcome::Skipped(reason) => {
                     batch.run.skipped += 1;

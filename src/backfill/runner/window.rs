@@ -3,7 +3,7 @@
 //! users before the first one not yet handled — which is all a checkpoint
 //! may cover. A slow user holds back the checkpoint, never the users after it.
 
-use super::Outcome;
+use super::{Failure, Outcome};
 use crate::backfill::domain::SkipReason;
 use crate::backfill::identifiers::{Dropped, GraphUser};
 use std::collections::{HashMap, VecDeque};
@@ -170,7 +170,10 @@ impl Window {
                 let seqs = self.members.remove(&error.id());
                 let message = format!("the Identity Graph adapter panicked: {error}");
                 let count = seqs.as_ref().map_or(0, Vec::len);
-                (seqs, vec![Outcome::Failed(message); count])
+                (
+                    seqs,
+                    vec![Outcome::Failed(Failure::new("adapter", message)); count],
+                )
             }
         };
         let mut outcomes = outcomes.into_iter();
@@ -178,7 +181,10 @@ impl Window {
             // A chunk that returns too few outcomes fails the rest, with a
             // message, rather than leaving them unhandled for ever.
             let outcome = outcomes.next().unwrap_or_else(|| {
-                Outcome::Failed("the Identity Graph adapter returned no outcome".into())
+                Outcome::Failed(Failure::new(
+                    "adapter",
+                    "the Identity Graph adapter returned no outcome",
+                ))
             });
             self.record(seq, outcome);
         }

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod coverage;
+mod failures;
 mod job_row;
 
 pub use coverage::coverage;
+pub use failures::{failure_classes, failures_page, stream_failures};
 pub use job_row::JobRow;
 use job_row::JOB_COLUMNS;
 
@@ -451,6 +453,14 @@ pub struct RunCounts {
 }
 
 /// What one batch changed, written in one transaction.
+/// A user's failure to record: its class (`http 400`, `timeout` …) and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFailure {
+    pub user_id: i64,
+    pub class: String,
+    pub message: String,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Checkpoint {
     pub cursor: Option<i64>,
@@ -464,7 +474,7 @@ pub struct Checkpoint {
     pub scanned: i64,
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
-    pub failures: Vec<(i64, String)>,
+    pub failures: Vec<NewFailure>,
     pub resolved: Vec<i64>,
     /// Ids the scan found absent, `(after, before)` exclusive, to remember.
     pub gaps: Vec<(i64, i64)>,
@@ -551,16 +561,20 @@ pub async fn checkpoint(
         return Ok(false);
     }
     if !batch.failures.is_empty() {
-        let (ids, errors): (Vec<i64>, Vec<String>) = batch.failures.iter().cloned().unzip();
+        let ids: Vec<i64> = batch.failures.iter().map(|f| f.user_id).collect();
+        let classes: Vec<&str> = batch.failures.iter().map(|f| f.class.as_str()).collect();
+        let errors: Vec<&str> = batch.failures.iter().map(|f| f.message.as_str()).collect();
         sqlx::query(
-            "INSERT INTO identity_graph_backfill_failures (job_key, user_id, error)
-             SELECT $1, user_id, error FROM unnest($2::bigint[], $3::text[]) AS t(user_id, error)
+            "INSERT INTO identity_graph_backfill_failures (job_key, user_id, class, error)
+             SELECT $1, user_id, class, error
+             FROM unnest($2::bigint[], $3::text[], $4::text[]) AS t(user_id, class, error)
              ON CONFLICT (job_key, user_id) DO UPDATE SET
-                 error = EXCLUDED.error, last_failed_at = now(), resolved_at = NULL,
-                 attempts = identity_graph_backfill_failures.attempts + 1",
+                 class = EXCLUDED.class, error = EXCLUDED.error, last_failed_at = now(),
+                 resolved_at = NULL, attempts = identity_graph_backfill_failures.attempts + 1",
         )
         .bind(job_key)
         .bind(&ids)
+        .bind(&classes)
         .bind(&errors)
         .execute(&mut *tx)
         .await?;
@@ -751,7 +765,7 @@ pub async fn recent_failures(
     limit: i64,
 ) -> Result<Vec<FailureRecord>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT user_id, error, attempts, first_failed_at, last_failed_at
+        "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
          FROM identity_graph_backfill_failures
          WHERE job_key = $1 AND resolved_at IS NULL
          ORDER BY last_failed_at DESC, user_id DESC LIMIT $2",

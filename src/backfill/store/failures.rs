@@ -1,0 +1,70 @@
+//! A job's unresolved failures by class: the grouped counts, keyset pages
+//! under a filter, and the export's stream of them.
+
+use crate::backfill::domain::{FailureClassCount, FailureFilter, FailureRecord};
+use crate::backfill::source::{bind_failure_filter, failure_filter_predicate};
+use sqlx::PgPool;
+
+/// Unresolved failures by class, largest first.
+pub async fn failure_classes(
+    pool: &PgPool,
+    job_key: &str,
+) -> Result<Vec<FailureClassCount>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT class, count(*) AS count FROM identity_graph_backfill_failures
+         WHERE job_key = $1 AND resolved_at IS NULL
+         GROUP BY class ORDER BY count DESC, class",
+    )
+    .bind(job_key)
+    .fetch_all(pool)
+    .await
+}
+
+/// Up to `limit` failures matching `filter` after `after_user_id`, in user
+/// id order.
+pub async fn failures_page(
+    pool: &PgPool,
+    job_key: &str,
+    filter: &FailureFilter,
+    after_user_id: i64,
+    limit: i64,
+) -> Result<Vec<FailureRecord>, sqlx::Error> {
+    let sql = format!(
+        "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
+         FROM identity_graph_backfill_failures f
+         WHERE {} AND f.user_id > $5
+         ORDER BY f.user_id LIMIT $6",
+        failure_filter_predicate(filter)
+    );
+    bind_failure_filter(sqlx::query_as(&sql), job_key, filter)
+        .bind(after_user_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// The failures matching `filter`, in user id order, a keyset page of
+/// `page` rows at a time: the export's memory is one page, however many
+/// rows there are. Each page reads the table as it is then, so a failure
+/// resolved during an export may be left out, and none is written twice.
+pub fn stream_failures(
+    pool: PgPool,
+    job_key: String,
+    filter: FailureFilter,
+    page: i64,
+) -> impl futures::Stream<Item = Result<Vec<FailureRecord>, sqlx::Error>> + Send + 'static {
+    futures::stream::try_unfold(Some(0_i64), move |after| {
+        let (pool, job_key, filter) = (pool.clone(), job_key.clone(), filter.clone());
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let rows = failures_page(&pool, &job_key, &filter, after, page).await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let next = (rows.len() as i64 == page).then(|| rows[rows.len() - 1].user_id);
+            Ok(Some((rows, next)))
+        }
+    })
+}
