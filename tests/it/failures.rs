@@ -4,6 +4,7 @@
 
 use crate::harness::graph::{GraphServer, Reply};
 use crate::harness::*;
+use identity_graph_backfill::backfill::domain::JobStatus;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -280,4 +281,102 @@ async fn the_csv_export_has_the_job_answers_access_rules(pool: PgPool) {
     )
     .await;
     assert_eq!(bad.status(), 422);
+}
+
+#[sqlx::test]
+async fn a_filtered_retry_sends_exactly_the_filtered_users_and_resolves_them(pool: PgPool) {
+    seed(&pool, 80).await;
+    let graph = GraphServer::start().await;
+    graph.behave(|id, _| match id % 10 {
+        3 => Reply::Status(400),
+        7 => Reply::Status(422),
+        _ => Reply::Ok,
+    });
+    let replica = Replica::with_graph(&pool, &graph, &[]);
+    let key = "filtered-retry";
+    replica
+        .run(json!({"job_key": key, "batch_size": 20, "sleep_ms": 0}))
+        .await;
+    let still_422: Vec<i64> = eligible_ids(&pool)
+        .await
+        .into_iter()
+        .filter(|id| id % 10 == 7)
+        .collect();
+    let the_400s: Vec<i64> = eligible_ids(&pool)
+        .await
+        .into_iter()
+        .filter(|id| id % 10 == 3)
+        .collect();
+    assert!(!the_400s.is_empty() && !still_422.is_empty());
+
+    // The graph is fixed; only the `http 400` failures are retried.
+    graph.behave(|_, _| Reply::Ok);
+    let before = graph.exchanges().len();
+    let row = replica
+        .run(
+            json!({"job_key": key, "mode": "failed-only", "failure_class": "http 400",
+                    "batch_size": 7, "sleep_ms": 0}),
+        )
+        .await;
+    assert_eq!(row.status().unwrap(), JobStatus::Completed);
+    let mut retried: Vec<i64> = graph.exchanges()[before..]
+        .iter()
+        .map(|e| e.user_id)
+        .collect();
+    retried.sort_unstable();
+    assert_eq!(
+        retried, the_400s,
+        "the graph saw exactly the filtered users"
+    );
+
+    let unresolved: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT user_id, class FROM identity_graph_backfill_failures
+         WHERE job_key = $1 AND resolved_at IS NULL ORDER BY user_id",
+    )
+    .bind(key)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        unresolved.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        still_422
+    );
+    assert!(unresolved.iter().all(|(_, class)| class == "http 422"));
+
+    // The run's options keep the filter, so a resume retries the same set.
+    let detail = replica.detail(key).await.unwrap();
+    let filter = detail
+        .job
+        .options
+        .failure_filter
+        .expect("the filter is kept");
+    assert_eq!(filter.class.as_deref(), Some("http 400"));
+}
+
+#[sqlx::test]
+async fn a_failure_filter_on_a_full_run_is_refused(pool: PgPool) {
+    let (_app, admin) = app_with_admin(&pool, BUILT_IN_GRAPH).await;
+    for (body, field) in [
+        (json!({"failure_class": "http 400"}), "failure_class"),
+        (
+            json!({"mode": "full", "failure_search": "reset"}),
+            "failure_search",
+        ),
+        (
+            json!({"mode": "failed-only", "failure_class": 4}),
+            "failure_class",
+        ),
+        (
+            json!({"mode": "failed-only", "failure_search": "x".repeat(201)}),
+            "failure_search",
+        ),
+    ] {
+        let (status, answer) = admin.start(body.clone()).await;
+        assert_eq!(status, 422, "{body} → {answer}");
+        assert_eq!(answer["field"], field, "{answer}");
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM identity_graph_backfill_jobs").await,
+        0
+    );
 }
