@@ -14,6 +14,17 @@ export class JobPage {
   progressBar = () => this.page.getByRole("progressbar", { name: `Coverage of ${this.jobKey}` });
   sparkline = () => this.page.getByRole("img", { name: /^Throughput over the last few minutes/ });
 
+  classChip = (name: string) =>
+    this.page.getByRole("list", { name: "Unresolved failures by class" }).getByRole("button", { name: new RegExp(`^${name}\\b`) });
+  failureRows = () => this.page.getByRole("region", { name: "Failures", exact: true }).getByRole("row");
+  exportLink = () => this.page.getByRole("link", { name: "Export CSV" });
+  retryButton = () => this.page.getByRole("button", { name: "Retry these" });
+
+  async search(text: string) {
+    await this.page.getByRole("searchbox", { name: "Search" }).fill(text);
+    await this.page.getByRole("button", { name: "Search", exact: true }).click();
+  }
+
   async stop() {
     await this.page.getByRole("button", { name: `Stop ${this.jobKey}` }).click();
     await this.page.getByRole("button", { name: "Confirm stop" }).click();

@@ -1,5 +1,6 @@
 // An HTTP Identity Graph for the end-to-end suite: accepts every user except
-// those whose id is a multiple of 7, which it rejects with a 400.
+// those whose id is a multiple of 7, which it rejects with a 400, and the
+// other multiples of 11, which it rejects with a 422.
 import http from "node:http";
 
 const counts = new Map();
@@ -21,6 +22,8 @@ const server = http.createServer((req, res) => {
       res.writeHead(401, { "content-type": "application/json" }).end('{"error":"bad token"}');
     } else if (id % 7 === 0) {
       res.writeHead(400, { "content-type": "application/json" }).end(`{"error":"user ${id} rejected: identifiers failed validation"}`);
+    } else if (id % 11 === 0) {
+      res.writeHead(422, { "content-type": "application/json" }).end(`{"error":"user ${id} rejected: unknown device"}`);
     } else {
       res.writeHead(204).end();
     }

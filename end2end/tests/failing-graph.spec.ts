@@ -1,6 +1,7 @@
 import { expect, test } from "../support/fixtures";
 import { FAILING_GRAPH_APP_URL } from "../playwright.config";
 import { ConsolePage } from "../pages/console-page";
+import { JobPage } from "../pages/job-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED } from "../support/accounts";
 import { screenshots } from "../support/screens";
@@ -22,8 +23,10 @@ test("a run against an Identity Graph that rejects users shows the errors", asyn
   await row.getByRole("link", { name: "e2e-failing-graph" }).click();
   await expect(page.getByRole("heading", { name: "Last error" })).toBeVisible();
   await expect(page.locator(".error-block")).toContainText("rejected: identifiers failed validation");
-  const failures = page.getByRole("region", { name: "Recent failures" }).getByRole("row");
-  await expect(failures.nth(1)).toBeVisible();
+  const job = new JobPage(page, "e2e-failing-graph");
+  await job.classChip("http 400").click();
+  const failures = job.failureRows();
+  await expect(failures.nth(1)).toContainText("http 400");
   const firstUserId = Number(await failures.nth(1).getByRole("cell").first().innerText());
   expect(firstUserId % 7).toBe(0);
   await expect(failures.nth(1)).toContainText("HTTP 400");

@@ -1,7 +1,8 @@
 //! `/jobs/:key`: one job in full — a large progress bar, the throughput
-//! sparkline while it runs, effective options, last error, recent per-user
-//! failures, and its run history.
+//! sparkline while it runs, effective options, last error, its failures by
+//! reason, and its run history.
 
+use super::failures_panel::{FailuresPanel, FailuresState};
 use super::format::{
     duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
 };
@@ -35,6 +36,7 @@ pub fn JobDetailPage() -> impl IntoView {
     let latest = latest_ok(detail);
     StopConfirmation::provide();
     TuneState::provide();
+    FailuresState::provide(key, refresh);
     let active = Signal::derive(move || {
         latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
     });
@@ -225,41 +227,13 @@ fn Detail(
             </section>
         </div>
         <TuningHistory tunings=detail.tunings.clone() />
-        <section class="card" aria-labelledby="failures-title">
-            <h2 id="failures-title">"Recent per-user failures"</h2>
-            <p class="muted">
-                {thousands(detail.unresolved_failures)} " unresolved. A failure is resolved when a later run writes the user. "
-                "Run with mode Failed only to retry just these."
-            </p>
-            {if detail.recent_failures.is_empty() {
-                view! { <p class="empty">"No unresolved failures."</p> }.into_sync_any()
-            } else {
-                view! {
-                    <div class="table-wrap" tabindex="0" role="region" aria-label="Recent failures">
-                        <table class="failures-table">
-                            <thead>
-                                <tr>
-                                    <th scope="col" class="num">"User id"</th>
-                                    <th scope="col">"Error"</th>
-                                    <th scope="col" class="num">"Attempts"</th>
-                                    <th scope="col">"Last failed"</th>
-                                </tr>
-                            </thead>
-                            <tbody>
-                                {detail.recent_failures.into_iter().map(|f| view! {
-                                    <tr>
-                                        <td class="num mono" data-label="User">{f.user_id}</td>
-                                        <td class="error-text">{f.error}</td>
-                                        <td class="num" data-label="Attempts">{f.attempts}</td>
-                                        <td class="failed-at">{time_cell(Some(f.last_failed_at))}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
-                    </div>
-                }.into_sync_any()
-            }}
-        </section>
+        <FailuresPanel
+            job_key=job.job_key.clone()
+            classes=detail.failure_classes.clone()
+            unresolved=detail.unresolved_failures
+            can_retry=!job.status.is_active() && !job.dry_run
+            on_changed=on_changed.clone()
+        />
     }
 }
 
@@ -289,6 +263,12 @@ fn OptionsList(options: StartOptions) -> impl IntoView {
             MODE.label,
             options.mode.as_str().to_string(),
         )))
+        .chain(
+            options
+                .failure_filter
+                .as_ref()
+                .map(|filter| ("Retrying only", filter.describe())),
+        )
         .chain(flags)
         .collect();
     view! {

@@ -1,6 +1,7 @@
 //! The operator console: reader view, summary cards, start form, jobs table
 //! and job detail. Mountable by another Leptos app as `ConsolePage`.
 
+mod failures_panel;
 mod format;
 mod guide;
 mod job_detail;
