@@ -123,10 +123,10 @@ pub fn failure_filter_predicate(filter: &FailureFilter) -> String {
     if filter.class.is_some() {
         predicate.push_str(" AND f.class = $2");
     }
-    match (filter.search.is_some(), filter.search_user_id().is_some()) {
-        (true, true) => predicate.push_str(" AND (f.error ILIKE $3 OR f.user_id = $4)"),
-        (true, false) => predicate.push_str(" AND f.error ILIKE $3"),
-        _ => {}
+    if filter.search_user_id().is_some() {
+        predicate.push_str(" AND f.user_id = $4");
+    } else if filter.search.is_some() {
+        predicate.push_str(" AND f.error ILIKE $3");
     }
     predicate
 }

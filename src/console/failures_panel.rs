@@ -8,9 +8,12 @@ use super::resource_codec::PolledResource;
 use super::IntoSyncAny;
 use crate::backfill::api::{failures, Start};
 use crate::backfill::domain::{
-    FailureClassCount, FailuresPage, FailuresRequest, Mode, StartRequest, DEFAULT_FAILURES_PAGE,
+    FailureClassCount, FailuresPage, FailuresRequest, Mode, StartRequest,
 };
 use leptos::prelude::*;
+
+/// Rows per page on the job page: a screen or two, with the pager in reach.
+const UI_PAGE_ROWS: i64 = 25;
 
 /// The filter, the page and the retry's answer, owned by the job page: its
 /// cards re-render at every poll, and what an operator chose must survive.
@@ -49,7 +52,7 @@ impl FailuresState {
                     class: non_blank(class),
                     q: non_blank(search),
                     after_user_id: (after > 0).then_some(after),
-                    limit: Some(DEFAULT_FAILURES_PAGE),
+                    limit: Some(UI_PAGE_ROWS),
                 })
             },
             false,
@@ -329,7 +332,7 @@ pub fn FailuresPanel(
                             <span>"Search"</span>
                             <input
                                 type="search"
-                                placeholder="in the message, or a user id"
+                                placeholder="a user id, or text in the message"
                                 maxlength="200"
                                 prop:value=move || state.search_draft.get()
                                 on:input=move |ev| state.search_draft.set(event_target_value(&ev))

@@ -130,9 +130,24 @@ async fn pages_follow_the_keyset_and_a_filter_and_a_search_narrow_them(pool: PgP
             .collect::<Vec<_>>()
     );
 
-    // A whole number is also a user id.
-    let (one_user, _) = all_pages(&admin, json!({"q": "77"})).await;
+    // A whole number is a user id, not text: a message naming user 77 is
+    // not user 77's failure.
+    sqlx::query(
+        "INSERT INTO identity_graph_backfill_failures (job_key, user_id, class, error)
+         VALUES ($1, 1001, 'http 409', 'http 409: a duplicate of user 77')",
+    )
+    .bind(JOB)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (one_user, _) = all_pages(&admin, json!({"q": " 77 "})).await;
     assert_eq!(one_user, [77]);
+    let (by_text, _) = all_pages(&admin, json!({"q": "of user 77"})).await;
+    assert_eq!(by_text, [1001]);
+    sqlx::query("DELETE FROM identity_graph_backfill_failures WHERE user_id = 1001")
+        .execute(&pool)
+        .await
+        .unwrap();
 
     // LIKE's own characters are taken literally.
     let (none, _) = all_pages(&admin, json!({"q": "%"})).await;

@@ -58,8 +58,9 @@ pub struct FailuresPage {
 }
 
 /// Which unresolved failures an operator means: of one class, and/or
-/// matching a search. A search that is a whole number also matches that
-/// user id; otherwise it matches inside the message, case-insensitively.
+/// matching a search. A search that is a whole number is a user id, so
+/// "77" finds user 77 and not every message that mentions 770; any other
+/// search matches inside the message, case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureFilter {
     pub class: Option<String>,
