@@ -6,7 +6,7 @@
 use crate::access::{ssr::AccessSettings, AllowList};
 use crate::backfill::{
     domain::MAX_RUNTIME_MS,
-    engine::{EngineSettings, ThrottleSignal},
+    engine::{EngineSettings, NotifySettings, ThrottleSignal},
     identifiers::{Normalizer, PhoneRegion},
     sinks::{http::HttpGraphConfig, SinkConfig},
 };
@@ -211,6 +211,7 @@ impl Config {
                         })
                     }
                 },
+                notify: notify_settings(&get, site_addr)?,
                 // The UI cap is the runtime cap's default, so it has its range.
                 ui_runtime_cap_ms: parse_number(
                     &get,
@@ -248,6 +249,48 @@ impl Config {
             },
         })
     }
+}
+
+/// `NOTIFY_WEBHOOK_URL` and its companions. The job links default to the
+/// address the console listens on, which is right for a local run only.
+fn notify_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    site_addr: SocketAddr,
+) -> Result<NotifySettings, ConfigError> {
+    let http_url = |variable: &'static str, value: String| {
+        if value.starts_with("http://") || value.starts_with("https://") {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                variable,
+                reason: "must start with http:// or https://".into(),
+            })
+        }
+    };
+    let public_base_url = match get("PUBLIC_BASE_URL") {
+        Some(url) => http_url("PUBLIC_BASE_URL", url)?,
+        None => format!("http://{site_addr}"),
+    };
+    Ok(NotifySettings {
+        webhook_url: get("NOTIFY_WEBHOOK_URL")
+            .map(|url| http_url("NOTIFY_WEBHOOK_URL", url))
+            .transpose()?,
+        public_base_url,
+        timeout: Duration::from_millis(parse_number(
+            get,
+            "NOTIFY_WEBHOOK_TIMEOUT_MS",
+            5_000,
+            100,
+            60_000,
+        )?),
+        retry_base: Duration::from_millis(parse_number(
+            get,
+            "NOTIFY_RETRY_BASE_MS",
+            1_000,
+            10,
+            300_000,
+        )?),
+    })
 }
 
 /// A lookup that treats a blank value as unset.

@@ -15,6 +15,7 @@
 //! | `graph_batch` | the built-in graph's batched writes: same graph as per-user writes, concurrency, one bad user |
 //! | `failures` | a job's failures by class: grouped counts, filter, search, keyset pages, the CSV export |
 //! | `metrics` | `/metrics` on its own listener, scraped during a run, matching the job row |
+//! | `notifications` | the webhook: each event once, retried after a 500, delivered after a restart, never in a run's way |
 //! | `layers` | no module imports from a layer above its own (ARCHITECTURE.md) |
 //! | `api` | the job-control API over HTTP: validation, clamping, who did what |
 //! | `upgrade` | rows written by other releases, and the upgrade itself |
@@ -39,6 +40,7 @@ mod integrity;
 mod layers;
 mod lease;
 mod metrics;
+mod notifications;
 mod runner;
 mod sign_in_limits;
 mod throttle;

@@ -11,6 +11,7 @@
 
 pub mod failures;
 pub mod job_key;
+pub mod notifications;
 pub mod options;
 pub mod status;
 pub mod timestamp;
@@ -18,6 +19,7 @@ pub mod views;
 
 pub use failures::*;
 pub use job_key::*;
+pub use notifications::*;
 pub use options::*;
 pub use status::*;
 pub use timestamp::Timestamp;

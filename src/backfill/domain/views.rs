@@ -2,6 +2,7 @@
 //! answers to start and stop.
 
 use super::failures::{FailureClassCount, FailureRecord};
+use super::notifications::NotificationRecord;
 use super::options::{Adjustment, StartOptions};
 use super::status::{JobStatus, Mode, PauseReason};
 use super::timestamp::Timestamp;
@@ -216,6 +217,12 @@ pub struct JobDetail {
     /// The latest changes `tune` made to the job's knobs, newest first.
     #[serde(default)]
     pub tunings: Vec<TuningRecord>,
+    /// The job's latest notifications, newest first.
+    #[serde(default)]
+    pub notifications: Vec<NotificationRecord>,
+    /// Whether the replica that answered has `NOTIFY_WEBHOOK_URL` set.
+    #[serde(default)]
+    pub webhook_configured: bool,
 }
 
 /// What a caller sends to `tune`: the job, and any of the knobs a running

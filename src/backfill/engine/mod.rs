@@ -15,9 +15,11 @@
 //! console's single thread, nor the console behind them.
 
 mod lease;
+mod notifier;
 mod throttle_signal;
 mod watchdog;
 
+pub use notifier::NotifySettings;
 pub use throttle_signal::ThrottleSignal;
 
 use super::domain::*;
@@ -59,6 +61,8 @@ pub struct EngineSettings {
     /// `IDENTITY_GRAPH_THROTTLE_URL`: polled, when set; anything but 2xx
     /// holds every run of this replica.
     pub throttle_signal: Option<ThrottleSignal>,
+    /// `NOTIFY_WEBHOOK_URL` and how the notifier delivers to it.
+    pub notify: NotifySettings,
 }
 
 /// Where the engine's background work runs, and the pool it uses there.
@@ -144,6 +148,16 @@ impl Engine {
             executor.handle.spawn(
                 throttle_signal::poll(signal, brake, until)
                     .instrument(tracing::info_span!("throttle_url")),
+            );
+        }
+        if settings.notify.webhook_url.is_some() {
+            executor.handle.spawn(
+                notifier::deliver(
+                    executor.pool.clone(),
+                    settings.notify.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("notifier")),
             );
         }
         Self {
@@ -521,6 +535,10 @@ impl Engine {
             tunings: store::recent_tunings(pool, key.as_str(), 20)
                 .await
                 .map_err(db)?,
+            notifications: store::recent_notifications(pool, key.as_str(), 10)
+                .await
+                .map_err(db)?,
+            webhook_configured: self.inner.settings.notify.webhook_url.is_some(),
         })
     }
 

@@ -11,11 +11,15 @@ use std::time::Duration;
 mod coverage;
 mod failures;
 mod job_row;
+mod notifications;
 
 pub use coverage::coverage;
 pub use failures::{failure_classes, failures_page, stream_failures};
 pub use job_row::JobRow;
 use job_row::JOB_COLUMNS;
+pub use notifications::{
+    claim_due, mark_attempt_failed, mark_delivered, recent_notifications, PendingNotification,
+};
 
 /// The pause reasons the watchdog resumes: all of them.
 const RESUMABLE_REASONS: &[PauseReason] = PauseReason::STORED;
