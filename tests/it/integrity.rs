@@ -62,13 +62,13 @@ async fn connected_to(pool: &PgPool, user_id: i64) -> Vec<i64> {
     .unwrap()
 }
 
+/// The job's coverage, counted now ("Check again"): the source changed
+/// since the run's own check.
 async fn coverage(replica: &Replica, key: &str) -> Coverage {
     replica
-        .detail(key)
+        .check_coverage(key)
         .await
-        .unwrap()
-        .coverage
-        .expect("an idle job has a coverage check")
+        .expect("an idle job's coverage can be checked")
 }
 
 #[sqlx::test]
