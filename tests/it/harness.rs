@@ -81,7 +81,8 @@ pub fn request(json: Value) -> StartRequest {
 pub struct Replica {
     pub engine: Engine,
     pub shutdown: CancellationToken,
-    pool: PgPool,
+    /// The pool the API uses (the test's database).
+    pub pool: PgPool,
 }
 
 impl Replica {

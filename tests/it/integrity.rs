@@ -63,8 +63,10 @@ async fn connected_to(pool: &PgPool, user_id: i64) -> Vec<i64> {
 }
 
 /// The job's coverage, counted now ("Check again"): the source changed
-/// since the run's own check.
+/// since the run's own check, which is waited for first (a request while a
+/// check runs gets that check's result).
 async fn coverage(replica: &Replica, key: &str) -> Coverage {
+    wait_for_coverage(&replica.pool, key).await;
     replica
         .check_coverage(key)
         .await
