@@ -365,8 +365,8 @@ fn CoverageCheck(
                         Some(at) => view! {
                             "Checked "
                             <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time>
-                            {if stale { ", before the last run ended" } else { "" }}
-                            {if checking { " · checking again now…" } else { "" }}
+                            {stale.then_some(", before the last run ended")}
+                            {checking.then_some(" · checking again now…")}
                         }
                         .into_sync_any(),
                         None => view! { "Checked at an unknown time" }.into_sync_any(),
