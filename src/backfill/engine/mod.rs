@@ -630,8 +630,17 @@ impl Engine {
                     }
                 }
                 drop(done_guard);
-                if end.is_some() {
-                    // Every run end is checked once, in the background.
+                // Every run end is checked once, in the background; except
+                // a pause on database trouble, which the watchdog resumes
+                // within seconds (that run's end is checked).
+                let interrupted = matches!(
+                    end,
+                    Some(RunEnd::Paused {
+                        reason: PauseReason::Interrupted,
+                        ..
+                    })
+                );
+                if end.is_some() && !interrupted {
                     drop(engine.coverage_check(&task_key));
                 }
                 if let Some(RunEnd::Paused {
