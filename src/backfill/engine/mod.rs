@@ -184,20 +184,7 @@ impl Engine {
     /// connection is `UNAVAILABLE` naming what timed out; anything else is
     /// `INTERNAL` (logged, only the request id shown).
     fn console_error(&self, doing: &'static str) -> impl Fn(sqlx::Error) -> AppError + '_ {
-        move |error| {
-            match &error {
-            error if is_statement_timeout(error) => AppError::unavailable(format!(
-                "{} took longer than the console's statement timeout ({} ms, CONSOLE_STATEMENT_TIMEOUT_MS) and was cancelled; the database is busy, try again shortly.",
-                capitalized(doing),
-                self.inner.settings.console_statement_timeout.as_millis()
-            )),
-            sqlx::Error::PoolTimedOut => AppError::unavailable(format!(
-                "{} waited too long for a database connection (every one is busy); try again shortly.",
-                capitalized(doing)
-            )),
-            _ => internal_error(doing, error),
-        }
-        }
+        move |error| console_error(doing, self.console_timeout(), error)
     }
 
     fn console_timeout(&self) -> Duration {
@@ -689,6 +676,24 @@ impl Engine {
         }
         self.inner.shutdown.cancel();
     }
+}
+
+/// See [`Engine::console_error`].
+fn console_error(doing: &str, timeout: Duration, error: sqlx::Error) -> AppError {
+    let what = capitalized(doing);
+    if is_statement_timeout(&error) {
+        let ms = timeout.as_millis();
+        return AppError::unavailable(format!(
+            "{what} took longer than the console's statement timeout ({ms} ms, \
+             CONSOLE_STATEMENT_TIMEOUT_MS) and was cancelled; the database is busy, try again shortly."
+        ));
+    }
+    if let sqlx::Error::PoolTimedOut = error {
+        return AppError::unavailable(format!(
+            "{what} waited too long for a database connection (every one is busy); try again shortly."
+        ));
+    }
+    internal_error(doing, error)
 }
 
 /// `reading the job` → `Reading the job`.
