@@ -361,6 +361,17 @@ mod tests {
         assert_eq!(config.engine.lease_ttl, Duration::from_secs(30));
         assert_eq!(config.engine.ui_runtime_cap_ms, 900_000);
         assert_eq!(config.engine_threads, 2);
+        assert_eq!(config.engine_max_connections, 40);
+        assert_eq!(config.database_max_connections, 20);
+        assert_eq!(
+            config.engine.console_statement_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.engine.coverage_check_timeout,
+            Duration::from_secs(300)
+        );
+        assert_eq!(config.metrics_job_idle, Duration::from_secs(3_600));
         assert_eq!(config.sink, SinkConfig::NotConfigured);
         assert!(config.access.trusted_proxies.is_empty());
     }
