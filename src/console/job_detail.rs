@@ -35,8 +35,13 @@ pub fn JobDetailPage() -> impl IntoView {
     let latest = latest_ok(detail);
     StopConfirmation::provide();
     TuneState::provide();
+    // A coverage check in the background polls like a run, so its result
+    // shows within seconds of being stored.
     let active = Signal::derive(move || {
-        latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
+        latest.with(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.job.status.is_active() || d.coverage_checking)
+        })
     });
     use_auto_refresh(refresh, active);
     // Every poll is a sample for the sparkline.
