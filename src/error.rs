@@ -22,6 +22,9 @@ pub enum ErrorCode {
     IdentityGraphNotConfigured,
     RateLimited,
     PayloadTooLarge,
+    /// The database did not answer in time (a statement timeout, no free
+    /// connection): try again shortly.
+    Unavailable,
     Internal,
 }
 
@@ -35,6 +38,7 @@ impl ErrorCode {
             ErrorCode::IdentityGraphNotConfigured => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -48,6 +52,7 @@ impl ErrorCode {
             ErrorCode::IdentityGraphNotConfigured => "IDENTITY_GRAPH_NOT_CONFIGURED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -106,6 +111,11 @@ impl AppError {
 
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::RateLimited, message)
+    }
+
+    /// The database did not answer in time; `message` names what timed out.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
     }
 
     /// An internal failure: the client sees only the request id, never the cause.
@@ -235,6 +245,7 @@ mod tests {
         assert_eq!(ErrorCode::Validation.status(), 422);
         assert_eq!(ErrorCode::NotFound.status(), 404);
         assert_eq!(ErrorCode::IdentityGraphNotConfigured.status(), 409);
+        assert_eq!(ErrorCode::Unavailable.status(), 503);
         assert_eq!(ErrorCode::Internal.status(), 500);
     }
 }

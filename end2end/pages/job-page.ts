@@ -12,6 +12,8 @@ export class JobPage {
   }
 
   progressBar = () => this.page.getByRole("progressbar", { name: `Coverage of ${this.jobKey}` });
+  coverage = () =>
+    this.page.locator("section").filter({ has: this.page.getByRole("heading", { name: "Coverage check" }) });
   sparkline = () => this.page.getByRole("img", { name: /^Throughput over the last few minutes/ });
 
   classChip = (name: string) =>

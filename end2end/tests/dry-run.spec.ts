@@ -1,5 +1,6 @@
 import { expect, test } from "../support/fixtures";
 import { ConsolePage } from "../pages/console-page";
+import { JobPage } from "../pages/job-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED, DEMO_USERS } from "../support/accounts";
 import { screenshots } from "../support/screens";
@@ -41,4 +42,17 @@ test("a dry run with a blank key runs under :dry-run and skips everyone", async 
   await expect(bar).toHaveAttribute("aria-valuenow", "100");
   await expect(bar).toHaveAttribute("aria-valuetext", /dry run: nothing written/);
   await screenshots(page, testInfo, "dry-run-completed");
+
+  // The job page shows the coverage check stored when the run ended, with
+  // its age, and "Check again" counts again and shows the new result.
+  const job = new JobPage(page, "identity-graph-users:dry-run");
+  await job.goto();
+  const coverage = job.coverage();
+  await expect(coverage).toContainText("Every user up to the cursor is accounted for.");
+  await expect(coverage).toContainText(/Checked (just now|\d+ s ago)/);
+  await coverage.getByRole("button", { name: "Check the coverage of identity-graph-users:dry-run again" }).click();
+  await expect(coverage.getByRole("button", { name: /again$/ })).toHaveText("Check again");
+  await expect(coverage).toContainText("Checked just now");
+  await expect(coverage.locator(".coverage-error")).toHaveText("");
+  await screenshots(page, testInfo, "dry-run-coverage");
 });

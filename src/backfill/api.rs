@@ -51,3 +51,12 @@ pub async fn failures(
     require_allowed_admin().await?;
     shared::<Engine>()?.failures(&request).await
 }
+
+/// "Check again": recomputes the job's coverage (in the background on the
+/// engine's pool), stores it on the job and answers it. Two requests for the
+/// same job while a check runs wait for the same check.
+#[server(prefix = "/api/identity-graph-backfill", endpoint = "check_coverage", input = Json)]
+pub async fn check_coverage(job_key: String) -> Result<Coverage, AppError> {
+    require_allowed_admin().await?;
+    shared::<Engine>()?.check_coverage(&job_key).await
+}

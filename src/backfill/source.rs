@@ -178,17 +178,21 @@ pub async fn late_users_after(
 }
 
 /// Source users with an id at or below `cursor`.
-pub async fn users_up_to(pool: &PgPool, cursor: i64) -> Result<i64, sqlx::Error> {
+pub async fn users_up_to(db: impl sqlx::PgExecutor<'_>, cursor: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM users WHERE id <= $1")
         .bind(cursor)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
 }
 
 /// Users in the job's gaps at or below `cursor`: they arrived (committed
 /// late, or were inserted with a low id) after the scan passed their id, and
 /// the next run catches them up.
-pub async fn late_arrivals(pool: &PgPool, job_key: &str, cursor: i64) -> Result<i64, sqlx::Error> {
+pub async fn late_arrivals(
+    db: impl sqlx::PgExecutor<'_>,
+    job_key: &str,
+    cursor: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT coalesce(sum(late.n), 0)::int8 FROM identity_graph_backfill_gaps g
          CROSS JOIN LATERAL (SELECT count(*) AS n FROM users u
@@ -197,7 +201,7 @@ pub async fn late_arrivals(pool: &PgPool, job_key: &str, cursor: i64) -> Result<
     )
     .bind(job_key)
     .bind(cursor)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
 }
 

@@ -15,7 +15,10 @@
 //! - `tail`: (3) a run against a graph with a tail beside Little's bound;
 //! - `console_latency`: (4) the console's latency, idle and under two runs;
 //! - `capacity`: (5) the brake against a graph of bounded capacity, beside
-//!   realtime traffic: a static run, an adaptive run, `max_rate` and `tune`.
+//!   realtime traffic: a static run, an adaptive run, `max_rate` and `tune`;
+//! - `scale`: (6), with `--scale` instead of the others: the dry run, the
+//!   built-in graph's first and last million, the console's p95 idle and
+//!   with 10 polling tabs, the coverage check's time, peak memory.
 //!
 //! In-process runs use an engine runtime, as `serve` does. (2)–(5) use real
 //! processes, children of this one (`processes`): `bench-graph`
@@ -37,6 +40,7 @@ mod http_graph;
 mod keyset_scan;
 mod loopback_http;
 mod processes;
+mod scale;
 mod support;
 mod tail;
 
@@ -77,6 +81,10 @@ pub struct BenchArgs {
     /// Skip (5), the brake against a graph of bounded capacity.
     #[arg(long)]
     skip_capacity: bool,
+    /// Run only (6), the scale figure (with e.g. `--users 10000000`): the
+    /// console, the coverage check and the database at that many users.
+    #[arg(long)]
+    scale: bool,
 }
 
 pub async fn run(args: BenchArgs, runtime: &tokio::runtime::Handle) -> Result<(), String> {
@@ -103,12 +111,33 @@ async fn measure(
     crate::server::seed::seed_demo_users(pool, args.users)
         .await
         .map_err(|e| e.to_string())?;
+    let seeding = seeded.elapsed();
     println!(
         "seeded {} users in {:.1}s",
         args.users,
-        seeded.elapsed().as_secs_f64()
+        seeding.as_secs_f64()
     );
     let batch = BATCH_SIZE.bounds.clamp(args.batch_size);
+
+    if args.scale {
+        executor.pool.close().await;
+        processes::create_admin(pool).await?;
+        let concurrency = CONCURRENCY.bounds.clamp(args.concurrency);
+        let mut summary = vec![format!(
+            "(6) seeding {} users (set-based): {:.1}s   (goal < {}s: ratio {:.2}, {})",
+            args.users,
+            seeding.as_secs_f64(),
+            scale::SEED_GOAL.as_secs(),
+            seeding.as_secs_f64() / scale::SEED_GOAL.as_secs_f64(),
+            support::verdict(seeding < scale::SEED_GOAL)
+        )];
+        summary.extend(scale::measure(pool, url, args.users, batch, concurrency).await?);
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return Ok(());
+    }
 
     let raw_rate = keyset_scan::measure(pool, batch).await?;
     let dry_rate = dry_run::measure(pool, &executor, batch, args.concurrency).await?;

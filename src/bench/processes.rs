@@ -50,6 +50,18 @@ impl ChildProcess {
         })
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub(super) fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     /// SIGTERM, as a deployment stops a replica; SIGKILL after 15 s.
     pub(super) async fn terminate(mut self) {
         if let Some(pid) = self.child.id() {
@@ -166,20 +178,32 @@ impl Console {
         Ok(started.elapsed())
     }
 
+    /// One call of `endpoint` with `body`, timed to its last byte.
+    pub(super) async fn time_call(&self, endpoint: &str, body: Value) -> Result<Duration, String> {
+        let started = Instant::now();
+        self.call(endpoint, body).await?;
+        Ok(started.elapsed())
+    }
+
     /// One `GET /` as the signed-in admin, timed to its last byte.
     pub(super) async fn time_page(&self) -> Result<Duration, String> {
+        self.time_get("/").await
+    }
+
+    /// One `GET path` as the signed-in admin, timed to its last byte.
+    pub(super) async fn time_get(&self, path: &str) -> Result<Duration, String> {
         let started = Instant::now();
         let response = self
             .client
-            .get(format!("{}/", self.base))
+            .get(format!("{}{path}", self.base))
             .header("cookie", &self.cookie)
             .send()
             .await
-            .map_err(|e| format!("GET / on {}: {e}", self.name))?;
+            .map_err(|e| format!("GET {path} on {}: {e}", self.name))?;
         let status = response.status();
         response.bytes().await.map_err(|e| e.to_string())?;
         if status != reqwest::StatusCode::OK {
-            return Err(format!("GET / on {}: {status}", self.name));
+            return Err(format!("GET {path} on {}: {status}", self.name));
         }
         Ok(started.elapsed())
     }

@@ -14,7 +14,7 @@ use super::resource_codec::PolledResource;
 use super::sparkline::{RateHistory, ThroughputSparkline};
 use super::tune_panel::{TunePanel, TuneState, TuningHistory};
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
-use crate::backfill::api::job;
+use crate::backfill::api::{job, CheckCoverage};
 use crate::backfill::domain::{
     Coverage, JobDetail, StartOptions, Timestamp, FLAG_OPTIONS, JOB_KEY, MAX_RATE, MODE,
     NUMBER_OPTIONS,
@@ -37,8 +37,13 @@ pub fn JobDetailPage() -> impl IntoView {
     StopConfirmation::provide();
     TuneState::provide();
     FailuresState::provide(key, refresh);
+    // A coverage check in the background polls like a run, so its result
+    // shows within seconds of being stored.
     let active = Signal::derive(move || {
-        latest.with(|d| d.as_ref().is_some_and(|d| d.job.status.is_active()))
+        latest.with(|d| {
+            d.as_ref()
+                .is_some_and(|d| d.job.status.is_active() || d.coverage_checking)
+        })
     });
     use_auto_refresh(refresh, active);
     // Every poll is a sample for the sparkline.
@@ -179,7 +184,16 @@ fn Detail(
             </section>
         })}
         <TunePanel job=job.clone() />
-        <CoverageCheck coverage=detail.coverage.clone() dry_run=job.dry_run />
+        <CoverageCheck
+            job_key=job.job_key.clone()
+            coverage=detail.coverage.clone()
+            dry_run=job.dry_run
+            active=job.status.is_active()
+            checking=detail.coverage_checking
+            failed=detail.coverage_error.clone()
+            finished_at=job.finished_at
+            on_changed=on_changed.clone()
+        />
         <section class="card" aria-labelledby="error-title">
             <h2 id="error-title">"Last error"</h2>
             {match job.last_error.clone() {
@@ -279,18 +293,46 @@ fn OptionsList(options: StartOptions) -> impl IntoView {
 }
 
 /// The proof of coverage: every user up to the cursor written, failed, or
-/// skipped with a reason; shown once the job is idle.
+/// skipped with a reason. The check counts the source, so it is never run
+/// here: the page shows the result stored when the last run ended (or at the
+/// last "Check again"), with its age.
+#[allow(clippy::too_many_arguments)]
 #[component]
-fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
+fn CoverageCheck(
+    job_key: String,
+    coverage: Option<Coverage>,
+    dry_run: bool,
+    active: bool,
+    checking: bool,
+    failed: Option<String>,
+    finished_at: Option<Timestamp>,
+    on_changed: impl Fn() + Clone + Send + Sync + 'static,
+) -> impl IntoView {
+    if active {
+        return view! {
+            <section class="card" aria-labelledby="coverage-title">
+                <h2 id="coverage-title">"Coverage check"</h2>
+                <p class="muted">
+                    "A run is active: the figures above are its own, live. The check counts the source once the run ends, in the background."
+                </p>
+            </section>
+        }
+        .into_sync_any();
+    }
     let body = match coverage {
         None => view! {
-            <p class="muted">"Checked when no run is active: the counters and the cursor must hold still."</p>
+            <p class="muted coverage-age">
+                {if checking {
+                    "Checking: the source is being counted in the background."
+                } else {
+                    "Not checked yet."
+                }}
+            </p>
         }
         .into_sync_any(),
         Some(c) => {
-            let complete = c.unaccounted == 0
-                && c.counters_match
-                && c.missing_from_graph.unwrap_or(0) == 0;
+            let complete =
+                c.unaccounted == 0 && c.counters_match && c.missing_from_graph.unwrap_or(0) == 0;
             let verdict = if complete {
                 "Every user up to the cursor is accounted for.".to_string()
             } else if c.late_arrivals > 0 {
@@ -301,7 +343,20 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
             } else {
                 "Some users up to the cursor are not accounted for.".to_string()
             };
+            let stale = matches!((c.checked_at, finished_at), (Some(at), Some(end)) if at < end);
             view! {
+                <p class="muted coverage-age">
+                    {match c.checked_at {
+                        Some(at) => view! {
+                            "Checked "
+                            <time datetime=machine_time(at) title=exact_time(at)>{relative_time(at)}</time>
+                            {stale.then_some(", before the last run ended")}
+                            {checking.then_some(" · checking again now…")}
+                        }
+                        .into_sync_any(),
+                        None => view! { "Checked at an unknown time" }.into_sync_any(),
+                    }}
+                </p>
                 <p class=if complete { "coverage-verdict ok" } else { "coverage-verdict bad" } role="status">
                     {verdict}
                 </p>
@@ -327,12 +382,48 @@ fn CoverageCheck(coverage: Option<Coverage>, dry_run: bool) -> impl IntoView {
             .into_sync_any()
         }
     };
+    let check = ServerAction::<CheckCoverage>::new();
+    Effect::new(move |_| {
+        if check.value().with(|v| matches!(v, Some(Ok(_)))) {
+            on_changed();
+        }
+    });
+    let key = StoredValue::new(job_key);
+    let pending = check.pending();
+    // The answer's error, or the stored reason the last check did not finish.
+    let error = move || {
+        check
+            .value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| e.display_message())
+            .or_else(|| {
+                failed
+                    .clone()
+                    .filter(|_| check.value().with(Option::is_none))
+            })
+    };
     view! {
         <section class="card" aria-labelledby="coverage-title">
-            <h2 id="coverage-title">"Coverage check"</h2>
+            <div class="section-head">
+                <h2 id="coverage-title">"Coverage check"</h2>
+                <button
+                    type="button"
+                    class="button ghost small"
+                    aria-label=move || format!("Check the coverage of {} again", key.get_value())
+                    disabled=move || pending.get()
+                    on:click=move |_| {
+                        check.dispatch(CheckCoverage { job_key: key.get_value() });
+                    }
+                >
+                    {move || if pending.get() { "Checking…" } else { "Check again" }}
+                </button>
+            </div>
             {body}
+            <p class="field-error coverage-error" role="alert">{error}</p>
         </section>
     }
+    .into_sync_any()
 }
 
 /// `"email: not an address" → 12` … as `email: 12 not an address`, one

@@ -28,15 +28,21 @@ pub struct Config {
     pub database_url: String,
     pub site_addr: SocketAddr,
     pub site_root: PathBuf,
-    /// `DATABASE_MAX_CONNECTIONS`: the size of each of the two pools, the
-    /// console's and the engine's.
+    /// `DATABASE_MAX_CONNECTIONS`: the size of the console's pool.
     pub database_max_connections: u32,
+    /// `ENGINE_MAX_CONNECTIONS`: the ceiling of the engine's pool, which
+    /// opens connections as runs need them (chunks in flight, heartbeats,
+    /// checkpoints, the watchdog, coverage checks).
+    pub engine_max_connections: u32,
     /// `ENGINE_THREADS`: worker threads of the engine's runtime.
     pub engine_threads: usize,
     /// `ENGINE_NICE`: the nice value of the engine's threads (0–19).
     pub engine_nice: i32,
     /// `METRICS_ADDR`: where `/metrics` listens; off when unset.
     pub metrics_addr: Option<SocketAddr>,
+    /// `METRICS_JOB_IDLE_SECS`: a job's series leave `/metrics` after this
+    /// long without a change.
+    pub metrics_job_idle: Duration,
     pub sink: SinkConfig,
     pub engine: EngineSettings,
     pub access: AccessSettings,
@@ -150,9 +156,18 @@ impl Config {
             site_root,
             database_max_connections: parse_number(&get, "DATABASE_MAX_CONNECTIONS", 20, 2, 1_000)?
                 as u32,
+            engine_max_connections: parse_number(&get, "ENGINE_MAX_CONNECTIONS", 40, 6, 1_000)?
+                as u32,
             engine_threads: engine_threads(&get)?,
             engine_nice: engine_nice(&get)?,
             metrics_addr,
+            metrics_job_idle: Duration::from_secs(parse_number(
+                &get,
+                "METRICS_JOB_IDLE_SECS",
+                crate::server::metrics::DEFAULT_JOB_IDLE.as_secs(),
+                1,
+                31_536_000,
+            )?),
             sink,
             engine: EngineSettings {
                 watchdog_interval: Duration::from_millis(parse_number(
@@ -212,6 +227,20 @@ impl Config {
                     }
                 },
                 notify: notify_settings(&get, site_addr)?,
+                coverage_check_timeout: Duration::from_millis(parse_number(
+                    &get,
+                    "COVERAGE_CHECK_TIMEOUT_MS",
+                    300_000,
+                    1_000,
+                    86_400_000,
+                )?),
+                console_statement_timeout: Duration::from_millis(parse_number(
+                    &get,
+                    "CONSOLE_STATEMENT_TIMEOUT_MS",
+                    2_000,
+                    50,
+                    600_000,
+                )?),
                 // The UI cap is the runtime cap's default, so it has its range.
                 ui_runtime_cap_ms: parse_number(
                     &get,
@@ -375,6 +404,17 @@ mod tests {
         assert_eq!(config.engine.lease_ttl, Duration::from_secs(30));
         assert_eq!(config.engine.ui_runtime_cap_ms, 900_000);
         assert_eq!(config.engine_threads, 2);
+        assert_eq!(config.engine_max_connections, 40);
+        assert_eq!(config.database_max_connections, 20);
+        assert_eq!(
+            config.engine.console_statement_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.engine.coverage_check_timeout,
+            Duration::from_secs(300)
+        );
+        assert_eq!(config.metrics_job_idle, Duration::from_secs(3_600));
         assert_eq!(config.sink, SinkConfig::NotConfigured);
         assert!(config.access.trusted_proxies.is_empty());
     }

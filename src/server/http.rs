@@ -170,11 +170,12 @@ pub async fn serve(
     let executor = super::runtime::open_executor_with(
         engine_runtime,
         &config.database_url,
-        config.database_max_connections,
+        config.engine_max_connections,
         config.engine.statement_timeout,
     )
     .await?;
     if let Some(metrics_addr) = config.metrics_addr {
+        super::metrics::install_with(config.metrics_job_idle);
         let bound = super::metrics::spawn(metrics_addr, pool.clone(), shutdown.clone())
             .await
             .map_err(|cause| StartupError::MetricsBind {
@@ -383,7 +384,7 @@ fn endpoint_fields(endpoint: &str) -> Option<&'static [&'static str]> {
     match endpoint {
         "login" => Some(&["email", "password"]),
         "logout" | "me" | "list" => Some(&[]),
-        "stop" | "job" => Some(&["job_key"]),
+        "stop" | "job" | "check_coverage" => Some(&["job_key"]),
         "tune" => Some(&["job_key", "max_rate", "concurrency", "sleep_ms"]),
         "failures" => Some(&["job_key", "class", "q", "after_user_id", "limit"]),
         _ => None,

@@ -188,7 +188,7 @@ async fn a_rehearsal_on_a_named_key_never_moves_the_real_job(pool: PgPool) {
         body["job"]["job_key"], "q1:dry-run",
         "the answer names the key used"
     );
-    wait_until_idle(&pool, "q1:dry-run").await;
+    wait_for_coverage(&pool, "q1:dry-run").await;
     let (_, dry) = admin.job("q1:dry-run").await;
     assert_eq!(dry["job"]["status"], "completed");
     assert_eq!(dry["job"]["dry_run"], true);
@@ -209,7 +209,8 @@ async fn a_rehearsal_on_a_named_key_never_moves_the_real_job(pool: PgPool) {
         body["job"]["cursor"], 0,
         "the rehearsal did not move the real cursor"
     );
-    wait_until_idle(&pool, "q1").await;
+    // The run's end checks its coverage in the background, once.
+    wait_for_coverage(&pool, "q1").await;
     let (_, done) = admin.job("q1").await;
     assert_eq!(done["job"]["status"], "completed");
     let eligible = eligible_ids(&pool).await.len() as i64;
@@ -234,8 +235,19 @@ async fn a_rehearsal_on_a_named_key_never_moves_the_real_job(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let (_, broken) = admin.job("q1").await;
-    assert_eq!(broken["coverage"]["missing_from_graph"], 1);
+    let (_, stored) = admin.job("q1").await;
+    assert_eq!(
+        stored["coverage"]["missing_from_graph"], 0,
+        "a page shows the stored check; it counts nothing"
+    );
+    let (status, broken) = admin.check_coverage("q1").await;
+    assert_eq!(status, 200, "{broken}");
+    assert_eq!(broken["missing_from_graph"], 1);
+    let (_, stored) = admin.job("q1").await;
+    assert_eq!(
+        stored["coverage"], broken,
+        "\"Check again\" stores its result"
+    );
 
     // A real run on a rehearsal key is refused, and writes nothing.
     let jobs_before = count(&pool, JOBS).await;

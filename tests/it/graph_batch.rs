@@ -530,3 +530,48 @@ async fn a_chunk_whose_connection_is_killed_is_written_again(pool: PgPool) {
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(graph_of(&pool).await.users.len(), 30);
 }
+
+#[sqlx::test]
+async fn a_chunk_waits_for_a_busy_pool_instead_of_failing_its_users(pool: PgPool) {
+    // A pool of 6 with a 100 ms acquire time-out: chunks may take 2 of its
+    // connections (4 stay for heartbeats and checkpoints).
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(6)
+        .acquire_timeout(Duration::from_millis(100))
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let graph = PostgresGraph::new(small.clone());
+    // Every connection is busy for 1.5 s: ten times the time-out, longer
+    // than three attempts with their backoff.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(small.acquire().await.unwrap());
+    }
+    let users: Vec<GraphUser> = (1..=40)
+        .map(|id| {
+            user(
+                id,
+                &format!("u{id}@example.com"),
+                &format!("d{id}"),
+                "10.0.0.1",
+            )
+        })
+        .collect();
+    let chunks: Vec<Vec<&GraphUser>> = users.chunks(5).map(|c| c.iter().collect()).collect();
+    let writes = futures::future::join_all(chunks.iter().map(|chunk| graph.write_users(chunk)));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        drop(held);
+    };
+    let (outcomes, ()) = tokio::join!(writes, release);
+    let failed: Vec<_> = outcomes.iter().flatten().filter(|o| o.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "no user fails for a busy pool: {failed:?}"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM identity_graph_users").await,
+        40
+    );
+}

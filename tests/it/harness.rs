@@ -81,7 +81,8 @@ pub fn request(json: Value) -> StartRequest {
 pub struct Replica {
     pub engine: Engine,
     pub shutdown: CancellationToken,
-    pool: PgPool,
+    /// The pool the API uses (the test's database).
+    pub pool: PgPool,
 }
 
 impl Replica {
@@ -258,6 +259,11 @@ impl Admin {
 
     pub async fn job(&self, key: &str) -> (u16, Value) {
         self.send("job", json!({"job_key": key})).await
+    }
+
+    /// "Check again": the job's coverage, counted now.
+    pub async fn check_coverage(&self, key: &str) -> (u16, Value) {
+        self.send("check_coverage", json!({"job_key": key})).await
     }
 }
 
@@ -534,6 +540,18 @@ pub async fn wait_for(what: &str, check: impl AsyncFnMut() -> bool) {
 pub async fn wait_until_idle(pool: &PgPool, key: &str) -> store::JobRow {
     wait_until(pool, key, |row| {
         !row.status().is_some_and(JobStatus::is_active)
+    })
+    .await
+}
+
+/// Waits until the coverage check begun by the job's last run end is stored
+/// (it runs in the background), and returns the job row with it.
+pub async fn wait_for_coverage(pool: &PgPool, key: &str) -> store::JobRow {
+    wait_until(pool, key, |row| {
+        !row.status().is_some_and(JobStatus::is_active)
+            && row
+                .coverage_checked_at
+                .is_some_and(|at| at >= row.updated_at)
     })
     .await
 }

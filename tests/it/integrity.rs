@@ -62,13 +62,15 @@ async fn connected_to(pool: &PgPool, user_id: i64) -> Vec<i64> {
     .unwrap()
 }
 
+/// The job's coverage, counted now ("Check again"): the source changed
+/// since the run's own check, which is waited for first (a request while a
+/// check runs gets that check's result).
 async fn coverage(replica: &Replica, key: &str) -> Coverage {
+    wait_for_coverage(&replica.pool, key).await;
     replica
-        .detail(key)
+        .check_coverage(key)
         .await
-        .unwrap()
-        .coverage
-        .expect("an idle job has a coverage check")
+        .expect("an idle job's coverage can be checked")
 }
 
 #[sqlx::test]

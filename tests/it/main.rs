@@ -22,6 +22,7 @@
 //! | `access` | sign-in, sessions, the allow-list guard, the audit log |
 //! | `admin_cli` | the binary's `admin` subcommands and their effect on live sessions |
 //! | `throttle` | `max_rate` spreads sends evenly; `tune` changes a running job from any replica |
+//! | `scale` | the coverage check stored (once per run end, never on a poll), "Check again" shared by two tabs, the console's statement timeout, the console's plans at a million users |
 //! | `sign_in_limits` | the failure limit under load, across replicas, behind a proxy |
 #![cfg(feature = "ssr")]
 
@@ -42,6 +43,7 @@ mod lease;
 mod metrics;
 mod notifications;
 mod runner;
+mod scale;
 mod sign_in_limits;
 mod throttle;
 mod upgrade;

@@ -265,7 +265,7 @@ async fn an_upgrade_from_the_previous_release_keeps_every_job_working(pool: PgPo
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["job"]["cursor"], 0);
-    wait_until_idle(&pool, "q1").await;
+    wait_for_coverage(&pool, "q1").await;
     let (_, q1) = admin.job("q1").await;
     assert_eq!(q1["job"]["status"], "completed");
     assert_eq!(

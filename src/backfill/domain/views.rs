@@ -177,7 +177,9 @@ pub struct RunRecord {
 }
 
 /// Proof of coverage: whether every user up to the cursor is accounted for.
-/// Computed while the job is idle, when its counters and cursor hold still.
+/// Computed while the job is idle, when its counters and cursor hold still:
+/// once when a run ends, and on `check_coverage`; the `job` answer carries
+/// the stored result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coverage {
     /// Source users with an id at or below the cursor.
@@ -201,13 +203,24 @@ pub struct Coverage {
     /// `users_up_to_cursor`, and caught up by the job's next run.
     #[serde(default)]
     pub late_arrivals: i64,
+    /// When the check read the source: the figures are as of this time.
+    #[serde(default)]
+    pub checked_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDetail {
     pub job: Job,
-    /// `None` while a run is active, or for an unreadable row.
+    /// The stored coverage check (see `Coverage::checked_at`). `None` while
+    /// a run is active (the job's live figures are its own), for an
+    /// unreadable row, and before the first check finished.
     pub coverage: Option<Coverage>,
+    /// A coverage check of this job is running on the replica that answered.
+    #[serde(default)]
+    pub coverage_checking: bool,
+    /// Why the last coverage check did not finish, when it did not.
+    #[serde(default)]
+    pub coverage_error: Option<String>,
     pub recent_failures: Vec<FailureRecord>,
     pub unresolved_failures: i64,
     /// Unresolved failures by class, largest first.

@@ -2,7 +2,8 @@
 //! in-memory map of the runs live in this process.
 //!
 //! - [`lease`]: the token that names one run, and its heartbeat;
-//! - [`watchdog`]: interrupts expired leases and resumes paused runs.
+//! - [`watchdog`]: interrupts expired leases and resumes paused runs;
+//! - [`coverage_check`]: the coverage check, once per run end, in the background.
 //!
 //! Postgres coordinates the replicas; the engine only knows about the runs
 //! in its own process.
@@ -14,12 +15,14 @@
 //! own, so runs at full speed do not queue behind page renders on the
 //! console's single thread, nor the console behind them.
 
+mod coverage_check;
 mod lease;
 mod notifier;
 mod throttle_signal;
 mod watchdog;
 
 pub use notifier::NotifySettings;
+pub use coverage_check::{is_statement_timeout, CheckFailure};
 pub use throttle_signal::ThrottleSignal;
 
 use super::domain::*;
@@ -63,6 +66,12 @@ pub struct EngineSettings {
     pub throttle_signal: Option<ThrottleSignal>,
     /// `NOTIFY_WEBHOOK_URL` and how the notifier delivers to it.
     pub notify: NotifySettings,
+    /// `COVERAGE_CHECK_TIMEOUT_MS`: the longest one statement of the
+    /// background coverage check may run.
+    pub coverage_check_timeout: Duration,
+    /// `CONSOLE_STATEMENT_TIMEOUT_MS`: the longest one statement of the
+    /// console's (`list`, `job`, `start`'s claim, `stop`, `tune`) may run.
+    pub console_statement_timeout: Duration,
 }
 
 /// Where the engine's background work runs, and the pool it uses there.
@@ -120,6 +129,8 @@ struct Inner {
     foreign_jobs_logged: Mutex<std::collections::HashSet<String>>,
     /// Held while the throttle URL says so; every run of this replica obeys it.
     external_brake: ExternalBrake,
+    /// The coverage checks running in this process, one per job at most.
+    coverage_checks: coverage_check::CoverageChecks,
 }
 
 /// Rows per query of the CSV export: big enough that the export is not a
@@ -173,6 +184,7 @@ impl Engine {
                 watchdog_wake: Notify::new(),
                 foreign_jobs_logged: Mutex::new(Default::default()),
                 external_brake,
+                coverage_checks: Default::default(),
             }),
         }
     }
@@ -184,6 +196,17 @@ impl Engine {
     /// The Identity Graph this replica writes to, if one is configured.
     pub fn graph(&self) -> Option<GraphBinding> {
         self.inner.sink.as_ref().map(|sink| sink.binding())
+    }
+
+    /// Maps a console query's error: a statement timeout or no free
+    /// connection is `UNAVAILABLE` naming what timed out; anything else is
+    /// `INTERNAL` (logged, only the request id shown).
+    fn console_error(&self, doing: &'static str) -> impl Fn(sqlx::Error) -> AppError + '_ {
+        move |error| console_error(doing, self.console_timeout(), error)
+    }
+
+    fn console_timeout(&self) -> Duration {
+        self.inner.settings.console_statement_timeout
     }
 
     fn runtime_default(&self) -> u64 {
@@ -219,8 +242,8 @@ impl Engine {
         let (options, adjustments) = request.resolve(self.runtime_default())?;
         let pool = &self.inner.pool;
         let key = options.job_key.as_str().to_string();
-        let db = |e: sqlx::Error| internal_error("starting a run", e);
-        if let Some(existing) = store::get_job(pool, &key).await.map_err(db)? {
+        let db = self.console_error("starting a run");
+        if let Some(existing) = store::get_job(pool, &key).await.map_err(&db)? {
             self.check_startable(&existing, &options)?;
         }
         if !options.dry_run && self.inner.sink.is_none() {
@@ -232,15 +255,17 @@ impl Engine {
             .filter(|_| !options.dry_run)
             .map(|graph| graph.as_str().to_string());
         let token = self.new_lease_token();
-        let mut tx = pool.begin().await.map_err(db)?;
+        let mut tx = store::bounded(pool, self.console_timeout())
+            .await
+            .map_err(&db)?;
         let claimed = store::claim_for_start(&mut tx, &options, &token, actor, graph.as_deref())
             .await
-            .map_err(db)?;
+            .map_err(&db)?;
         let Some(row) = claimed else {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(&db)?;
             let row = store::get_job(pool, &key)
                 .await
-                .map_err(db)?
+                .map_err(&db)?
                 .ok_or_else(|| internal_error("starting a run", "claim refused but no row"))?;
             if row.status().is_some_and(JobStatus::is_active) {
                 return Ok(StartResponse {
@@ -259,8 +284,8 @@ impl Engine {
         };
         let run_id = store::insert_run(&mut tx, &key, "operator", Some(actor), &token)
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+            .map_err(&db)?;
+        tx.commit().await.map_err(&db)?;
         tracing::info!(job_key = %key, %actor, dry_run = options.dry_run, "run started");
         self.spawn(&row, options, run_id, token);
         Ok(StartResponse {
@@ -335,11 +360,11 @@ impl Engine {
     /// run elsewhere sees it at its next heartbeat poll (about a second).
     pub async fn stop(&self, job_key: &str, actor: &str) -> Result<StopResponse, AppError> {
         let key = JobKey::parse_existing(job_key)?;
-        let db = |e: sqlx::Error| internal_error("stopping a run", e);
+        let db = self.console_error("stopping a run");
         let pool = &self.inner.pool;
-        let row = match store::request_stop(pool, key.as_str(), actor)
+        let row = match store::request_stop(pool, key.as_str(), actor, self.console_timeout())
             .await
-            .map_err(db)?
+            .map_err(&db)?
         {
             Some(row) => {
                 tracing::info!(job_key = %key, %actor, status = row.status.as_str(), "stop requested");
@@ -347,7 +372,7 @@ impl Engine {
             }
             None => store::get_job(pool, key.as_str())
                 .await
-                .map_err(db)?
+                .map_err(&db)?
                 .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
                 .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?,
         };
@@ -388,7 +413,7 @@ impl Engine {
                 "nothing to tune: send max_rate, concurrency or sleep_ms",
             ));
         }
-        let db = |e: sqlx::Error| internal_error("tuning a run", e);
+        let db = self.console_error("tuning a run");
         let runtime_default = self.runtime_default();
         let current = |row: &JobRow| match row.effective_options(runtime_default) {
             Ok(options) => vec![
@@ -398,9 +423,16 @@ impl Engine {
             ],
             Err(_) => Vec::new(),
         };
-        let tuned = store::tune(&self.inner.pool, key.as_str(), &knobs, current, actor)
-            .await
-            .map_err(db)?;
+        let tuned = store::tune(
+            &self.inner.pool,
+            key.as_str(),
+            &knobs,
+            current,
+            actor,
+            self.console_timeout(),
+        )
+        .await
+        .map_err(db)?;
         let (row, changes) = match tuned {
             store::Tuned::Changed { row, changes } => (row, changes),
             store::Tuned::NoSuchJob => {
@@ -429,8 +461,12 @@ impl Engine {
     }
 
     pub async fn list(&self) -> Result<ListResponse, AppError> {
-        let db = |e: sqlx::Error| internal_error("listing jobs", e);
-        let rows = store::list_jobs(&self.inner.pool).await.map_err(db)?;
+        let db = self.console_error("listing jobs");
+        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
+            .await
+            .map_err(&db)?;
+        let rows = store::list_jobs(&mut *tx).await.map_err(&db)?;
+        tx.commit().await.map_err(&db)?;
         Ok(ListResponse {
             summary: Summary {
                 jobs: rows.len() as i64,
@@ -493,53 +529,107 @@ impl Engine {
         Ok(key)
     }
 
+    /// One job in full. Every statement is bounded by the console's
+    /// statement timeout; the coverage shown is the stored check (see
+    /// [`Engine::check_coverage`]), never counted here.
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
         let key = JobKey::parse_existing(job_key)?;
-        let db = |e: sqlx::Error| internal_error("reading a job", e);
-        let pool = &self.inner.pool;
-        let row = store::get_job(pool, key.as_str())
+        let db = self.console_error("reading the job");
+        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
-            .map_err(db)?
+            .map_err(&db)?;
+        let row = store::get_job(&mut *tx, key.as_str())
+            .await
+            .map_err(&db)?
             .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
             .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
         let job = row.to_job(self.runtime_default());
-        let coverage = if job.status.is_active() || job.status == JobStatus::Unreadable {
-            None
-        } else {
-            // The job's own graph, whichever replica answers.
-            let built_in = row
-                .graph
-                .as_deref()
-                .is_some_and(|graph| graph == GraphBinding::BUILT_IN);
-            Some(
-                store::coverage(pool, &row, &self.inner.settings.normalizer, built_in)
-                    .await
-                    .map_err(db)?,
-            )
-        };
-        Ok(JobDetail {
-            job,
-            coverage,
-            recent_failures: store::recent_failures(pool, key.as_str(), 50)
+        let idle = !(job.status.is_active() || job.status == JobStatus::Unreadable);
+        let detail = JobDetail {
+            coverage: row.stored_coverage().filter(|_| idle),
+            coverage_checking: self.inner.coverage_checks.is_running(key.as_str()),
+            coverage_error: row.coverage_error.clone().filter(|_| idle),
+            recent_failures: store::recent_failures(&mut *tx, key.as_str(), 50)
                 .await
-                .map_err(db)?,
-            unresolved_failures: store::unresolved_failure_count(pool, key.as_str())
+                .map_err(&db)?,
+            unresolved_failures: store::unresolved_failure_count(&mut *tx, key.as_str())
                 .await
-                .map_err(db)?,
-            failure_classes: store::failure_classes(pool, key.as_str())
+                .map_err(&db)?,
+            runs: store::recent_runs(&mut *tx, key.as_str(), 20)
                 .await
-                .map_err(db)?,
-            runs: store::recent_runs(pool, key.as_str(), 20)
+                .map_err(&db)?,
+            tunings: store::recent_tunings(&mut *tx, key.as_str(), 20)
                 .await
-                .map_err(db)?,
-            tunings: store::recent_tunings(pool, key.as_str(), 20)
+                .map_err(&db)?,
+            failure_classes: store::failure_classes(&mut *tx, key.as_str())
                 .await
-                .map_err(db)?,
-            notifications: store::recent_notifications(pool, key.as_str(), 10)
+                .map_err(&db)?,
+            notifications: store::recent_notifications(&mut *tx, key.as_str(), 10)
                 .await
-                .map_err(db)?,
+                .map_err(&db)?,
             webhook_configured: self.inner.settings.notify.webhook_url.is_some(),
-        })
+            job,
+        };
+        tx.commit().await.map_err(&db)?;
+        Ok(detail)
+    }
+
+    /// "Check again": runs the job's coverage check now, in the background
+    /// on the engine's pool, and waits for its result (stored on the job).
+    /// A check of the same job already running in this process is joined,
+    /// not repeated.
+    pub async fn check_coverage(&self, job_key: &str) -> Result<Coverage, AppError> {
+        let key = JobKey::parse_existing(job_key)?;
+        let db = self.console_error("reading the job");
+        let row = {
+            let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
+                .await
+                .map_err(&db)?;
+            let row = store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?;
+            tx.commit().await.map_err(&db)?;
+            row
+        }
+        .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
+        .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        let job = row.to_job(self.runtime_default());
+        if job.status.is_active() {
+            return Err(AppError::validation(
+                "job_key",
+                format!(
+                    "job {key} is {}: its figures move while a run is active, so it is checked when the run ends",
+                    job.status
+                ),
+            ));
+        }
+        if job.status == JobStatus::Unreadable {
+            return Err(AppError::validation(
+                "job_key",
+                format!("job {key} cannot be read by this version, so it cannot be checked"),
+            ));
+        }
+        self.coverage_check(key.as_str())
+            .await
+            .map_err(|failure| match failure {
+                CheckFailure::TimedOut(_) => AppError::unavailable(format!(
+                    "The coverage check of {key}: {}.",
+                    failure.describe()
+                )),
+                CheckFailure::Active => {
+                    AppError::validation("job_key", format!("job {key}: {}", failure.describe()))
+                }
+                CheckFailure::NoSuchJob => AppError::not_found(format!("there is no job {key}")),
+                CheckFailure::ShuttingDown => AppError::unavailable(format!(
+                    "The coverage check of {key} was cut short: {}; try again.",
+                    failure.describe()
+                )),
+                CheckFailure::Database(cause) => internal_error("checking coverage", cause),
+            })
+    }
+
+    /// Coverage checks this engine has begun so far; each counts the
+    /// source once.
+    pub fn coverage_checks_begun(&self) -> u64 {
+        self.inner.coverage_checks.begun()
     }
 
     fn spawn(&self, row: &JobRow, options: StartOptions, run_id: i64, token: String) {
@@ -600,6 +690,19 @@ impl Engine {
                     }
                 }
                 drop(done_guard);
+                // Every run end is checked once, in the background; except
+                // a pause on database trouble, which the watchdog resumes
+                // within seconds (that run's end is checked).
+                let interrupted = matches!(
+                    end,
+                    Some(RunEnd::Paused {
+                        reason: PauseReason::Interrupted,
+                        ..
+                    })
+                );
+                if end.is_some() && !interrupted {
+                    drop(engine.coverage_check(&task_key));
+                }
                 if let Some(RunEnd::Paused {
                     reason: PauseReason::Interrupted,
                     error: Some(_),
@@ -645,5 +748,32 @@ impl Engine {
             run.task.abort();
         }
         self.inner.shutdown.cancel();
+    }
+}
+
+/// See [`Engine::console_error`].
+fn console_error(doing: &str, timeout: Duration, error: sqlx::Error) -> AppError {
+    let what = capitalized(doing);
+    if is_statement_timeout(&error) {
+        let ms = timeout.as_millis();
+        return AppError::unavailable(format!(
+            "{what} took longer than the console's statement timeout ({ms} ms, \
+             CONSOLE_STATEMENT_TIMEOUT_MS) and was cancelled; the database is busy, try again shortly."
+        ));
+    }
+    if let sqlx::Error::PoolTimedOut = error {
+        return AppError::unavailable(format!(
+            "{what} waited too long for a database connection (every one is busy); try again shortly."
+        ));
+    }
+    internal_error(doing, error)
+}
+
+/// `reading the job` → `Reading the job`.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

@@ -106,6 +106,11 @@ impl Engine {
                 resumed.push(key);
             }
         }
+        // A run ended here too (its replica died): check the jobs nobody
+        // resumed; a resumed one is checked when its new run ends.
+        for key in interrupted.iter().filter(|key| !resumed.contains(key)) {
+            drop(self.coverage_check(key));
+        }
         Ok(resumed)
     }
 

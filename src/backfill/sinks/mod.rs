@@ -2,6 +2,7 @@
 //! picks one.
 
 pub mod http;
+pub mod pool_wait;
 pub mod postgres;
 
 use futures::future::BoxFuture;

@@ -10,6 +10,7 @@
 //! reason that may be one user's fault is split in halves until the users at
 //! fault are found; each of them fails alone.
 
+use super::pool_wait::ChunkConnections;
 use super::{GraphBinding, GraphUser, IdentityGraph, SinkError};
 use crate::backfill::transient::is_transient;
 use futures::future::BoxFuture;
@@ -29,6 +30,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 pub struct PostgresGraph {
     pool: PgPool,
+    /// Chunks wait here for a connection rather than fail (`pool_wait`).
+    connections: ChunkConnections,
     base_backoff: Duration,
 }
 
@@ -101,6 +104,7 @@ const REPLACE_LINKS: &str = "
 impl PostgresGraph {
     pub fn new(pool: PgPool) -> Self {
         Self {
+            connections: ChunkConnections::for_pool(&pool),
             pool,
             base_backoff: Duration::from_millis(100),
         }
@@ -132,7 +136,8 @@ impl PostgresGraph {
             observed.push(user.observed_at);
         }
 
-        let mut tx = self.pool.begin().await?;
+        // Waits (held back by the window) while every connection is busy.
+        let (_permit, mut tx) = self.connections.begin(&self.pool).await?;
         // The chunk need not wait for its own WAL flush: the runner counts
         // these users as written only by its checkpoint, a later transaction
         // committed synchronously, and flushing that commit flushes all WAL

@@ -1,43 +1,152 @@
 //! The coverage check: whether every user up to a job's cursor is accounted
 //! for, by its counters, its failures and (with the built-in graph) the graph.
+//!
+//! It counts the source, so it costs a scan of every user up to the cursor:
+//! it runs once when a run ends and on "Check again", in the background on
+//! the engine's pool (`engine::coverage_check`), and its result is stored on
+//! the job row. Nothing the console polls runs it.
 
+use super::job_row::JOB_COLUMNS;
 use super::JobRow;
-use crate::backfill::domain::Coverage;
+use crate::backfill::domain::{Coverage, JobStatus};
 use crate::backfill::identifiers::Normalizer;
 use crate::backfill::source::{self, SourceUser};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
 
-/// The coverage of an idle job (see `Coverage`). `graph_is_built_in` says
-/// whether the job's own graph is the built-in one, whichever replica asks.
-pub async fn coverage(
+/// What a check found.
+#[derive(Debug)]
+pub enum Checked {
+    /// The result, as of `checked_at`, now stored on the row.
+    Stored(Coverage),
+    /// The job is active again (or unreadable): its counters move, so
+    /// nothing was counted; the run's own end checks it.
+    Active,
+    NoSuchJob,
+}
+
+/// Runs the check for `job_key` in one read-only snapshot, every statement
+/// bounded by `timeout`, and stores its result on the row (unless a run
+/// began meanwhile). `built_in_graph` is the built-in graph's binding: a job
+/// bound to it also counts the users the graph does not hold.
+pub async fn check_and_store(
     pool: &PgPool,
+    job_key: &str,
+    normalizer: &Normalizer,
+    timeout: Duration,
+    built_in_graph: &str,
+    runtime_default: u64,
+) -> Result<Checked, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One snapshot: the counters, the failures and the source are read as
+    // of the same instant, `checked_at`.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis()))
+        .execute(&mut *tx)
+        .await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
+    ))
+    .bind(job_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Checked::NoSuchJob);
+    };
+    let idle = row
+        .status()
+        .is_some_and(|status| !status.is_active() && status != JobStatus::Archived)
+        && row.effective_options(runtime_default).is_ok();
+    if !idle {
+        return Ok(Checked::Active);
+    }
+    let checked_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let built_in = row.graph.as_deref() == Some(built_in_graph);
+    let mut result = coverage(&mut tx, &row, normalizer, built_in).await?;
+    tx.commit().await?;
+    result.checked_at = Some(checked_at);
+    let stored = store_result(pool, job_key, &result, checked_at).await?;
+    Ok(if stored {
+        Checked::Stored(result)
+    } else {
+        Checked::Active
+    })
+}
+
+/// Stores a check's result, unless a run began since (its end checks again).
+async fn store_result(
+    pool: &PgPool,
+    job_key: &str,
+    result: &Coverage,
+    checked_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let stored = sqlx::query(
+        "UPDATE identity_graph_backfill_jobs
+         SET coverage = $2, coverage_checked_at = $3, coverage_error = NULL
+         WHERE job_key = $1 AND NOT (status = ANY($4))",
+    )
+    .bind(job_key)
+    .bind(sqlx::types::Json(result))
+    .bind(checked_at)
+    .bind(&JobStatus::ACTIVE[..])
+    .execute(pool)
+    .await?;
+    Ok(stored.rows_affected() == 1)
+}
+
+/// Records why the last check did not finish; the stored result, if any,
+/// stays (with its own `checked_at`).
+pub async fn store_check_error(
+    pool: &PgPool,
+    job_key: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE identity_graph_backfill_jobs SET coverage_error = $2 WHERE job_key = $1")
+        .bind(job_key)
+        .bind(error)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// The coverage of an idle job (see `Coverage`), read through `db` (one
+/// snapshot). `graph_is_built_in` says whether the job's own graph is the
+/// built-in one, whichever replica asks. `checked_at` is left to the caller.
+pub async fn coverage(
+    db: &mut PgConnection,
     row: &JobRow,
     normalizer: &Normalizer,
     graph_is_built_in: bool,
 ) -> Result<Coverage, sqlx::Error> {
-    let users_up_to_cursor = source::users_up_to(pool, row.cursor).await?;
+    let users_up_to_cursor = source::users_up_to(&mut *db, row.cursor).await?;
     let eligible_up_to_cursor = count_eligible(
-        pool,
+        db,
         normalizer,
         source::UP_TO_CURSOR,
         &row.job_key,
         row.cursor,
     )
     .await?;
-    let late_arrivals = source::late_arrivals(pool, &row.job_key, row.cursor).await?;
+    let late_arrivals = source::late_arrivals(&mut *db, &row.job_key, row.cursor).await?;
     let unresolved_failures: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM identity_graph_backfill_failures
          WHERE job_key = $1 AND resolved_at IS NULL AND user_id <= $2",
     )
     .bind(&row.job_key)
     .bind(row.cursor)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
     let missing_from_graph = if graph_is_built_in && !row.dry_run {
         Some(
             count_eligible(
-                pool,
+                db,
                 normalizer,
                 source::MISSING_FROM_BUILT_IN_GRAPH,
                 &row.job_key,
@@ -62,6 +171,7 @@ pub async fn coverage(
         counters_match: row.processed + row.failed + row.skipped == users_up_to_cursor,
         missing_from_graph,
         late_arrivals,
+        checked_at: None,
     })
 }
 
@@ -70,7 +180,7 @@ pub async fn coverage(
 /// counts the certain ones, the normalizer decides the rest row by row.
 /// `$1` and `$2` in `condition` are bound to `job_key` and `cursor`.
 async fn count_eligible(
-    pool: &PgPool,
+    db: &mut PgConnection,
     normalizer: &Normalizer,
     condition: &str,
     job_key: &str,
@@ -82,7 +192,7 @@ async fn count_eligible(
     ))
     .bind(job_key)
     .bind(cursor)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
     let query = format!(
         "SELECT {} FROM users u WHERE ({condition}) AND {}",
@@ -92,7 +202,7 @@ async fn count_eligible(
     let mut rows = sqlx::query_as::<_, SourceUser>(&query)
         .bind(job_key)
         .bind(cursor)
-        .fetch(pool);
+        .fetch(&mut *db);
     let mut maybe = 0;
     while let Some(user) = rows.try_next().await? {
         if normalizer.has_identifiers(&user) {

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 /// Unresolved failures by class, largest first.
 pub async fn failure_classes(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
 ) -> Result<Vec<FailureClassCount>, sqlx::Error> {
     sqlx::query_as(
@@ -16,7 +16,7 @@ pub async fn failure_classes(
          GROUP BY class ORDER BY count DESC, class",
     )
     .bind(job_key)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 

@@ -9,7 +9,7 @@ pub(super) const JOB_COLUMNS: &str =
     skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
     pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
     owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id,
-    dropped_identifiers, graph, throttle";
+    dropped_identifiers, graph, throttle, coverage, coverage_checked_at, coverage_error";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -48,6 +48,13 @@ pub struct JobRow {
     pub graph: Option<String>,
     /// The run's brake as its heartbeat last wrote it (`ThrottleView`).
     pub throttle: Option<sqlx::types::Json<serde_json::Value>>,
+    /// The last coverage check's result (`Coverage`), as plain JSON: a
+    /// shape this release cannot read shows as not checked.
+    pub coverage: Option<sqlx::types::Json<serde_json::Value>>,
+    /// When that check read the source.
+    pub coverage_checked_at: Option<DateTime<Utc>>,
+    /// Why the last check did not finish, if it did not.
+    pub coverage_error: Option<String>,
 }
 
 impl JobRow {
@@ -139,6 +146,15 @@ impl JobRow {
                 .filter(|_| status.is_active())
                 .and_then(|json| serde_json::from_value(json.0.clone()).ok()),
         }
+    }
+
+    /// The stored coverage check, with its `checked_at`; `None` before the
+    /// first check finished.
+    pub fn stored_coverage(&self) -> Option<Coverage> {
+        let mut coverage: Coverage =
+            serde_json::from_value(self.coverage.as_ref()?.0.clone()).ok()?;
+        coverage.checked_at = self.coverage_checked_at;
+        Some(coverage)
     }
 
     /// Users handled per second by the current run, while it is active and

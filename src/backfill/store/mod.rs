@@ -13,7 +13,7 @@ mod failures;
 mod job_row;
 mod notifications;
 
-pub use coverage::coverage;
+pub use coverage::{check_and_store, coverage, store_check_error, Checked};
 pub use failures::{failure_classes, failures_page, stream_failures};
 pub use job_row::JobRow;
 use job_row::JOB_COLUMNS;
@@ -21,29 +21,120 @@ pub use notifications::{
     claim_due, mark_attempt_failed, mark_delivered, recent_notifications, PendingNotification,
 };
 
+/// A transaction for the console's queries: every statement in it
+/// is cancelled after `statement_timeout` (`CONSOLE_STATEMENT_TIMEOUT_MS`),
+/// so a slow query answers an error instead of holding a connection.
+pub async fn bounded(
+    pool: &PgPool,
+    statement_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    set_statement_timeout(&mut tx, statement_timeout).await?;
+    Ok(tx)
+}
+
+/// `SET LOCAL statement_timeout` for the rest of `tx`.
+pub async fn set_statement_timeout(
+    tx: &mut Transaction<'_, Postgres>,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", statement_timeout.as_millis()))
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
 /// The pause reasons the watchdog resumes: all of them.
 const RESUMABLE_REASONS: &[PauseReason] = PauseReason::STORED;
 
-pub async fn get_job(pool: &PgPool, job_key: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
-    ))
-    .bind(job_key)
-    .fetch_optional(pool)
-    .await
+/// What a console statement's placeholders take, in order (for the
+/// `EXPLAIN` test, which binds them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleParam {
+    JobKey,
+    Limit,
+    VisibleStatuses,
+    ActiveStatuses,
 }
 
-/// Visible jobs only: `archived` and statuses this version does not know stay hidden.
-pub async fn list_jobs(pool: &PgPool) -> Result<Vec<JobRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+/// A statement the console's polled answers run.
+#[derive(Debug, Clone)]
+pub struct ConsoleStatement {
+    pub name: &'static str,
+    pub sql: String,
+    pub params: &'static [ConsoleParam],
+}
+
+/// Every statement `list`, `job` and `check_coverage` run on the console's
+/// pool (the coverage check itself runs on the engine's), each with
+/// an index that matches its `WHERE` and `ORDER BY`; `tests/it/scale.rs`
+/// checks their plans against a million users.
+pub fn console_statements() -> Vec<ConsoleStatement> {
+    use ConsoleParam::*;
+    vec![
+        ConsoleStatement {
+            name: "get_job",
+            sql: get_job_sql(),
+            params: &[JobKey],
+        },
+        ConsoleStatement {
+            name: "list_jobs",
+            sql: list_jobs_sql(),
+            params: &[VisibleStatuses, ActiveStatuses],
+        },
+        ConsoleStatement {
+            name: "recent_failures",
+            sql: RECENT_FAILURES.into(),
+            params: &[JobKey, Limit],
+        },
+        ConsoleStatement {
+            name: "unresolved_failure_count",
+            sql: UNRESOLVED_FAILURE_COUNT.into(),
+            params: &[JobKey],
+        },
+        ConsoleStatement {
+            name: "recent_runs",
+            sql: RECENT_RUNS.into(),
+            params: &[JobKey, Limit],
+        },
+        ConsoleStatement {
+            name: "recent_tunings",
+            sql: RECENT_TUNINGS.into(),
+            params: &[JobKey, Limit],
+        },
+    ]
+}
+
+fn get_job_sql() -> String {
+    format!("SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1")
+}
+
+fn list_jobs_sql() -> String {
+    format!(
         "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs
          WHERE status = ANY($1)
          ORDER BY (status = ANY($2)) DESC, updated_at DESC, job_key"
-    ))
-    .bind(&JobStatus::VISIBLE[..])
-    .bind(&JobStatus::ACTIVE[..])
-    .fetch_all(pool)
-    .await
+    )
+}
+
+pub async fn get_job(
+    db: impl sqlx::PgExecutor<'_>,
+    job_key: &str,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&get_job_sql())
+        .bind(job_key)
+        .fetch_optional(db)
+        .await
+}
+
+/// Visible jobs only: `archived` and statuses this version does not know stay hidden.
+pub async fn list_jobs(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&list_jobs_sql())
+        .bind(&JobStatus::VISIBLE[..])
+        .bind(&JobStatus::ACTIVE[..])
+        .fetch_all(db)
+        .await
 }
 
 /// Claims a key for a new run under `token`, the new run's lease. Returns
@@ -211,12 +302,14 @@ pub async fn resumable_jobs(pool: &PgPool) -> Result<Vec<(String, Option<String>
 }
 
 /// A stop request: `running → stopping`, `paused → stopped` (nobody is running it).
+/// Every statement is bounded by `statement_timeout` (the console's).
 pub async fn request_stop(
     pool: &PgPool,
     job_key: &str,
     actor: &str,
+    statement_timeout: Duration,
 ) -> Result<Option<JobRow>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = bounded(pool, statement_timeout).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "UPDATE identity_graph_backfill_jobs SET
              stop_requested = true, stopped_by = $2, updated_at = now(),
@@ -308,15 +401,16 @@ pub enum Tuned {
 /// Sets `knobs` (field → value, already checked) on a running job's stored
 /// options, where the heartbeat of its run reads them, and records each
 /// change with `actor`. Guarded by the status, in one transaction that
-/// holds the row.
+/// holds the row, every statement bounded by `statement_timeout`.
 pub async fn tune(
     pool: &PgPool,
     job_key: &str,
     knobs: &[(&'static str, i64)],
     current: impl FnOnce(&JobRow) -> Vec<(&'static str, i64)>,
     actor: &str,
+    statement_timeout: Duration,
 ) -> Result<Tuned, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = bounded(pool, statement_timeout).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1 FOR UPDATE"
     ))
@@ -370,19 +464,20 @@ pub async fn tune(
     Ok(Tuned::Changed { row, changes })
 }
 
+const RECENT_TUNINGS: &str =
+    "SELECT tuned_by, tuned_at, field, old_value, new_value FROM identity_graph_backfill_tunings
+     WHERE job_key = $1 ORDER BY id DESC LIMIT $2";
+
 pub async fn recent_tunings(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<TuningRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT tuned_by, tuned_at, field, old_value, new_value FROM identity_graph_backfill_tunings
-         WHERE job_key = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(job_key)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(RECENT_TUNINGS)
+        .bind(job_key)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Jobs whose run stopped heartbeating: `running → paused (interrupted)`,
@@ -763,43 +858,49 @@ pub async fn finish_run(
     Ok(written)
 }
 
+/// Uses `identity_graph_backfill_failures_recent`, which matches its order.
+const RECENT_FAILURES: &str = "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
+     FROM identity_graph_backfill_failures
+     WHERE job_key = $1 AND resolved_at IS NULL
+     ORDER BY last_failed_at DESC, user_id DESC LIMIT $2";
+
 pub async fn recent_failures(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<FailureRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
-         FROM identity_graph_backfill_failures
-         WHERE job_key = $1 AND resolved_at IS NULL
-         ORDER BY last_failed_at DESC, user_id DESC LIMIT $2",
-    )
-    .bind(job_key)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(RECENT_FAILURES)
+        .bind(job_key)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
-pub async fn unresolved_failure_count(pool: &PgPool, job_key: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = $1 AND resolved_at IS NULL",
-    )
-    .bind(job_key)
-    .fetch_one(pool)
-    .await
+const UNRESOLVED_FAILURE_COUNT: &str =
+    "SELECT count(*) FROM identity_graph_backfill_failures WHERE job_key = $1 AND resolved_at IS NULL";
+
+pub async fn unresolved_failure_count(
+    db: impl sqlx::PgExecutor<'_>,
+    job_key: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(UNRESOLVED_FAILURE_COUNT)
+        .bind(job_key)
+        .fetch_one(db)
+        .await
 }
+
+/// Uses `identity_graph_backfill_runs_job_id`, which matches its order.
+const RECENT_RUNS: &str = "SELECT id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
+     FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT $2";
 
 pub async fn recent_runs(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<RunRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
-         FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(job_key)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(RECENT_RUNS)
+        .bind(job_key)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }

@@ -98,7 +98,7 @@ pub async fn mark_attempt_failed(
 
 /// A job's most recent notifications, newest first.
 pub async fn recent_notifications(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
     limit: i64,
 ) -> Result<Vec<NotificationRecord>, sqlx::Error> {
@@ -109,6 +109,6 @@ pub async fn recent_notifications(
     )
     .bind(job_key)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
