@@ -22,6 +22,7 @@ pub enum ErrorCode {
     IdentityGraphNotConfigured,
     RateLimited,
     PayloadTooLarge,
+    UnsupportedMediaType,
     Internal,
 }
 
@@ -35,6 +36,7 @@ impl ErrorCode {
             ErrorCode::IdentityGraphNotConfigured => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Internal => 500,
         }
     }
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::IdentityGraphNotConfigured => "IDENTITY_GRAPH_NOT_CONFIGURED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -173,6 +176,7 @@ fn looks_like_bad_input(message: &str) -> bool {
             "invalid type",
             "invalid value",
             "expected",
+            "EOF",
         ]
         .iter()
         .any(|needle| message.contains(needle))

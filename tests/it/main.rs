@@ -20,6 +20,8 @@
 //! | `access` | sign-in, sessions, the allow-list guard, the audit log |
 //! | `admin_cli` | the binary's `admin` subcommands and their effect on live sessions |
 //! | `throttle` | `max_rate` spreads sends evenly; `tune` changes a running job from any replica |
+//! | `run_story` | what a run leaves behind: dry-run predictions, run numbers, duration and rate, the chart's samples |
+//! | `assets` | the WASM, JS and CSS served precompressed, with cache headers |
 //! | `sign_in_limits` | the failure limit under load, across replicas, behind a proxy |
 #![cfg(feature = "ssr")]
 
@@ -28,6 +30,7 @@ mod harness;
 mod access;
 mod admin_cli;
 mod api;
+mod assets;
 mod built_in_graph;
 mod engine;
 mod engine_runtime;
@@ -37,6 +40,7 @@ mod integrity;
 mod layers;
 mod lease;
 mod metrics;
+mod run_story;
 mod runner;
 mod sign_in_limits;
 mod throttle;
