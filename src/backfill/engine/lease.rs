@@ -225,7 +225,8 @@ mod tests {
         }
         // Ten minutes: a few dozen points, one per 10 s once the run is old.
         assert!((55..=80).contains(&points), "{points}");
-        assert_eq!(chart.due(at(609.0), 0), None);
-        assert!(chart.due(at(611.0), 0).is_some());
+        assert!(chart.due(at(700.0), 7_000).is_some());
+        assert_eq!(chart.due(at(709.0), 7_000), None);
+        assert_eq!(chart.due(at(710.5), 8_050), Some(100.0));
     }
 }
