@@ -13,7 +13,7 @@ export class ConsolePage {
   jobKey = () => this.page.getByLabel("Job key");
   keyToUse = () => this.page.getByTestId("key-to-use");
   field = (label: string) => this.page.getByLabel(label, { exact: false });
-  toggle = (name: string) => this.page.getByRole("switch", { name });
+  toggle = (name: string) => this.page.getByRole("switch", { name, exact: true });
   startButton = () => this.page.getByRole("button", { name: /^Start (dry )?run$/ });
   jobsTable = () => this.page.getByRole("table");
   jobsHeading = () => this.page.getByRole("heading", { name: "Jobs", exact: true });
