@@ -81,16 +81,18 @@ pub fn series(samples: &[RunSample], start_ms: i64) -> (Series, Series) {
 
 /// The SVG path through `points`, on a time axis of `span` seconds and a
 /// value axis of `0..=max`; `None` without a point. A single point is drawn
-/// as a short flat stroke, so it shows.
+/// as a flat line from the start to it: the first sample's rate is the
+/// rate since the run started.
 pub fn path(points: &[(f64, f64)], span: f64, max: f64, frame: &Frame) -> Option<String> {
     let (first, rest) = points.split_first()?;
-    let mut d = format!(
-        "M{:.1} {:.1}",
-        frame.x(first.0, span),
-        frame.y(first.1, max)
-    );
+    let y = frame.y(first.1, max);
+    let mut d = if rest.is_empty() {
+        format!("M{:.1} {y:.1}", frame.left)
+    } else {
+        format!("M{:.1} {y:.1}", frame.x(first.0, span))
+    };
     if rest.is_empty() {
-        d.push_str(&format!(" h{:.1}", 2.0_f64.min(frame.plot_width())));
+        d.push_str(&format!(" L{:.1} {y:.1}", frame.x(first.0, span)));
     }
     for (t, value) in rest {
         d.push_str(&format!(
@@ -102,12 +104,20 @@ pub fn path(points: &[(f64, f64)], span: f64, max: f64, frame: &Frame) -> Option
     Some(d)
 }
 
-/// The time axis' ticks: `0`, the middle and the end, as durations.
+/// The time axis' ticks: `0`, the middle and the end, as durations (with
+/// a tenth of a second on a run under 10 s, so no two read the same).
 pub fn time_ticks(span: f64) -> Vec<(f64, String)> {
     let span = span.max(1.0);
     [0.0, span / 2.0, span]
         .into_iter()
-        .map(|t| (t, duration_secs(t.round() as i64)))
+        .map(|t| {
+            let label = if span < 10.0 && t > 0.0 {
+                format!("{t:.1} s")
+            } else {
+                duration_secs(t.round() as i64)
+            };
+            (t, label)
+        })
         .collect()
 }
 
@@ -168,9 +178,9 @@ mod tests {
         );
         assert_eq!(path(&[], 10.0, 100.0, &FRAME), None);
         assert_eq!(
-            path(&[(0.0, 100.0)], 1.0, 100.0, &FRAME).as_deref(),
-            Some("M10.0 5.0 h2.0"),
-            "one point still shows"
+            path(&[(1.0, 100.0)], 1.0, 100.0, &FRAME).as_deref(),
+            Some("M10.0 5.0 L90.0 5.0"),
+            "one point is the rate since the start"
         );
         // A flat rate sits at its value on a scale above it, not at the top.
         let flat = [(0.0, 40.0), (10.0, 40.0)];
@@ -185,6 +195,13 @@ mod tests {
                 .map(|(_, l)| l)
                 .collect::<Vec<_>>(),
             ["0 s", "45 s", "1 min 30 s"]
+        );
+        assert_eq!(
+            time_ticks(1.2)
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect::<Vec<_>>(),
+            ["0 s", "0.6 s", "1.2 s"]
         );
     }
 }

@@ -88,7 +88,7 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
             .map(|run| {
                 view! {
                     <span class="run-story" title=format!("Run {} of this job", run.run_number)>
-                        <span class="duration">{run_duration(&run)}</span>
+                        <span class="duration">"Run " {run.run_number} " took " {run_duration(&run)}</span>
                         <span class="avg-rate">"avg " {run_rate(&run)}</span>
                     </span>
                 }

@@ -13,12 +13,15 @@ use leptos::prelude::*;
 
 const LARGE: Frame = Frame {
     width: 640.0,
-    height: 220.0,
+    height: 230.0,
     left: 56.0,
     right: 56.0,
-    top: 12.0,
+    top: 24.0,
     bottom: 28.0,
 };
+
+/// Few points are marked one by one, so a short run's chart still reads.
+const MARK_UP_TO: usize = 40;
 
 const SMALL: Frame = Frame {
     width: 120.0,
@@ -142,12 +145,19 @@ pub fn RunChart(samples: Vec<RunSample>, started_at: Timestamp, ended: bool) -> 
                 <line class="axis" x1=frame.left x2=frame.left y1=frame.top y2=bottom />
                 <line class="axis" x1=frame.left x2=right y1=bottom y2=bottom />
                 {time_ticks}
-                <text class="axis-title" x=4.0 y=frame.top - 2.0 text-anchor="start">"users/s"</text>
+                <text class="axis-title" x=frame.left y=12.0 text-anchor="middle">"users/s"</text>
                 {latency_max.map(|_| view! {
-                    <text class="axis-title latency" x=frame.width - 4.0 y=frame.top - 2.0 text-anchor="end">"p95 ms"</text>
+                    <text class="axis-title latency" x=right y=12.0 text-anchor="middle">"p95 ms"</text>
                 })}
                 {latency_path.map(|d| view! { <path class="series latency" d=d /> })}
                 <path class="series rate" d=rate_path />
+                {(rate.len() <= MARK_UP_TO).then(|| {
+                    rate.iter()
+                        .map(|(t, value)| view! {
+                            <circle class="point rate" cx=frame.x(*t, span) cy=frame.y(*value, rate_max) r=3.0 />
+                        })
+                        .collect_view()
+                })}
             </svg>
             <p class="chart-legend">
                 <span class="key rate">"users/s"</span>
