@@ -25,6 +25,7 @@ pub enum ErrorCode {
     /// The database did not answer in time (a statement timeout, no free
     /// connection): try again shortly.
     Unavailable,
+    UnsupportedMediaType,
     Internal,
 }
 
@@ -39,6 +40,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unavailable => 503,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Internal => 500,
         }
     }
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -183,6 +186,7 @@ fn looks_like_bad_input(message: &str) -> bool {
             "invalid type",
             "invalid value",
             "expected",
+            "EOF",
         ]
         .iter()
         .any(|needle| message.contains(needle))

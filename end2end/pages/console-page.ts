@@ -13,9 +13,15 @@ export class ConsolePage {
   jobKey = () => this.page.getByLabel("Job key");
   keyToUse = () => this.page.getByTestId("key-to-use");
   field = (label: string) => this.page.getByLabel(label, { exact: false });
-  toggle = (name: string) => this.page.getByRole("switch", { name });
+  toggle = (name: string) => this.page.getByRole("switch", { name, exact: true });
   startButton = () => this.page.getByRole("button", { name: /^Start (dry )?run$/ });
   jobsTable = () => this.page.getByRole("table");
+  jobsHeading = () => this.page.getByRole("heading", { name: "Jobs", exact: true });
+  guideLink = () => this.page.getByRole("link", { name: "Operator guide" });
+  guideHeading = () => this.page.getByRole("heading", { name: "Operator guide" });
+  guideToggle = () => this.page.getByRole("button", { name: /^(Hide|Show) guide$/ });
+  // A running job's small chart in its row.
+  miniChart = (jobKey: string) => this.row(jobKey).getByRole("img", { name: /^Rate over the run/ });
   startResult = () => this.page.locator(".start-result");
 
   async fillNumber(label: string, value: string) {

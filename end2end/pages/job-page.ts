@@ -15,6 +15,15 @@ export class JobPage {
   coverage = () =>
     this.page.locator("section").filter({ has: this.page.getByRole("heading", { name: "Coverage check" }) });
   sparkline = () => this.page.getByRole("img", { name: /^Throughput over the last few minutes/ });
+  // The latest run's chart (users/s and the graph's p95), from the samples
+  // the runner recorded; `data-points` is how many.
+  chart = () => this.page.getByRole("img", { name: /^Rate and graph latency over the run/ });
+  async chartPoints(): Promise<number> {
+    return Number((await this.chart().getAttribute("data-points")) ?? "0");
+  }
+  fact = (term: string) => this.page.locator("dl.facts > div").filter({ has: this.page.getByText(term, { exact: true }) }).locator("dd");
+  would = () => this.page.getByRole("group", { name: "A real run with these users would" });
+  runHistory = () => this.page.locator("ol.runs > li");
 
   classChip = (name: string) =>
     this.page.getByRole("list", { name: "Unresolved failures by class" }).getByRole("button", { name: new RegExp(`^${name}\\b`) });

@@ -14,7 +14,9 @@ test("out-of-range values are clamped and shown; a bad key is refused inline", a
     if (r.url().endsWith("/start")) startCalls.push(r.url());
   });
   await console.start({ key: "Bad Key!", dryRun: true });
-  await expect(page.locator("#job_key-error")).toContainText("is not allowed");
+  await expect(page.locator("#job_key-error")).toContainText(
+    "'B', ' ' (a space), 'K' and '!' are not allowed",
+  );
   await expect(page.getByLabel("Job key")).toHaveAttribute("aria-invalid", "true");
   expect(startCalls).toEqual([]);
   await screenshots(page, testInfo, "clamping-bad-key");

@@ -9,7 +9,7 @@ const KEY = "e2e-progress";
 // Slow enough to watch for a while: 20 users every ~half second.
 const PACED = { "Batch size": "20", "Sleep between batches": "400", Concurrency: "2" };
 
-test("a running job shows its progress as bars, a throughput sparkline and the tab title", async ({ page }, testInfo) => {
+test("a running job shows its progress as bars, a chart of its rate and the tab title", async ({ page }, testInfo) => {
   await new LoginPage(page).signIn(ALLOWED);
   const console = new ConsolePage(page);
   await console.goto();
@@ -61,16 +61,16 @@ test("a running job shows its progress as bars, a throughput sparkline and the t
     .toBeGreaterThan(first.bar);
   expect(second.title, `the title's percent is the bar's: ${second.text}`).toBe(second.bar);
 
-  // The sparkline needs two refreshes after the first sample; it has
-  // measured a rate above 0.
-  await expect(job.sparkline()).toBeVisible({ timeout: 15_000 });
-  await expect(page.getByText(/users\/s now/)).toBeVisible();
-  const label = (await job.sparkline().getAttribute("aria-label")) ?? "";
+  // The chart of the run so far: its heartbeat records a point about every
+  // second at first; it has measured a rate above 0.
+  await expect.poll(() => job.chartPoints(), { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+  const label = (await job.chart().getAttribute("aria-label")) ?? "";
   const peak = Number(label.match(/peak ([\d,]+) users\/s/)?.[1]?.replace(/,/g, "") ?? NaN);
   expect(peak, label).toBeGreaterThan(0);
   await screenshots(page, testInfo, "progress-job-running");
 
   await job.stop();
   await expect(page).toHaveTitle(`◼ stopped · ${KEY}`, { timeout: 15_000 });
-  await expect(job.sparkline()).toHaveCount(0);
+  // The chart stays once the run has ended.
+  await expect(job.chart()).toBeVisible();
 });

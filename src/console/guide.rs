@@ -1,36 +1,59 @@
-//! The reader view: the operator guide, laid out as portal guidance.
-//! Collapsible, and it remembers whether it was open.
+//! The operator guide: what the screen is for and how runs behave. It sits
+//! below the jobs and the form, one click away from the page head ("Operator
+//! guide"); it is open on an operator's first visit, and after that it
+//! remembers whether it was open.
 
 use leptos::prelude::*;
 
 const STORAGE_KEY: &str = "igb.guide.open";
 
-#[component]
-pub fn ReaderView() -> impl IntoView {
-    let open = RwSignal::new(true);
+/// Whether the guide is open, shared by the head's link and the guide.
+#[derive(Clone, Copy)]
+pub struct GuideOpen(RwSignal<bool>);
 
-    #[cfg(feature = "hydrate")]
-    Effect::new(move |first: Option<()>| {
-        let storage = window().local_storage().ok().flatten();
-        if first.is_none() {
-            if let Some(saved) = storage
-                .as_ref()
-                .and_then(|s| s.get_item(STORAGE_KEY).ok().flatten())
-            {
-                open.set(saved == "true");
+impl GuideOpen {
+    /// Open until the browser says otherwise: a first visit has nothing
+    /// saved, so the guide stays open; later visits restore the last choice.
+    pub fn provide() -> Self {
+        let open = RwSignal::new(true);
+        #[cfg(feature = "hydrate")]
+        Effect::new(move |first: Option<()>| {
+            let storage = window().local_storage().ok().flatten();
+            if first.is_none() {
+                if let Some(saved) = storage
+                    .as_ref()
+                    .and_then(|s| s.get_item(STORAGE_KEY).ok().flatten())
+                {
+                    open.set(saved == "true");
+                }
+            } else if let Some(storage) = storage {
+                let _ = storage.set_item(STORAGE_KEY, &open.get().to_string());
             }
-        } else if let Some(storage) = storage {
-            let _ = storage.set_item(STORAGE_KEY, &open.get().to_string());
-        }
-        open.track();
-    });
-    let _ = STORAGE_KEY;
+            open.track();
+        });
+        let _ = STORAGE_KEY;
+        GuideOpen(open)
+    }
+}
 
+/// The page head's way to the guide: opens it and moves to it.
+#[component]
+pub fn GuideLink(open: GuideOpen) -> impl IntoView {
     view! {
-        <section class="guide card" aria-labelledby="guide-title">
+        <a class="button ghost" href="#guide" on:click=move |_| open.0.set(true)>
+            "Operator guide"
+        </a>
+    }
+}
+
+#[component]
+pub fn OperatorGuide(open: GuideOpen) -> impl IntoView {
+    let open = open.0;
+    view! {
+        <section id="guide" class="guide card" aria-labelledby="guide-title">
             <div class="guide-head">
                 <div>
-                    <p class="eyebrow">"Reporting / Identity Graph Backfill · Reader view"</p>
+                    <p class="eyebrow">"Reporting / Identity Graph Backfill"</p>
                     <h2 id="guide-title">"Operator guide"</h2>
                 </div>
                 <button
@@ -88,7 +111,8 @@ pub fn ReaderView() -> impl IntoView {
                         <h3>"What a dry run does"</h3>
                         <ul>
                             <li>"Scans the same candidate users a real run would, and writes none of them. Every user counts as skipped, reason dry-run."</li>
-                            <li>"Needs no Identity Graph connection: safe as a rehearsal, or to estimate how many users a run would touch."</li>
+                            <li>"Needs no Identity Graph connection: safe as a rehearsal. Beside the dry-run count, the job shows what a real run would do with the same users: how many it would write, and how many it would skip as deleted or with no identifiers."</li>
+                            <li>"It never calls the graph, so it waits on no pacing: Sleep between batches is 0 unless you set it."</li>
                             <li>"It is always recorded under its key plus :dry-run (a blank key gives identity-graph-users:dry-run), so it never disturbs the real job's cursor."</li>
                         </ul>
                     </article>

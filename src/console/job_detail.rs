@@ -1,6 +1,7 @@
-//! `/jobs/:key`: one job in full — a large progress bar, the throughput
-//! sparkline while it runs, effective options, last error, its failures by
-//! reason, and its run history.
+//! `/jobs/:key`: one job in full — a large progress bar, the chart of its
+//! latest run (rate and graph latency, during and after the run), a dry
+//! run's prediction of the real run, effective options, last error, its
+//! failures by reason, and its run history with each run's duration and rate.
 
 use super::failures_panel::{FailuresPanel, FailuresState};
 use super::format::{
@@ -11,13 +12,14 @@ use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
 use super::resource_codec::PolledResource;
-use super::sparkline::{RateHistory, ThroughputSparkline};
+use super::run_chart::RunChart;
 use super::tune_panel::{TunePanel, TuneState, TuningHistory};
+use super::wrap::Wrapped;
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::{job, CheckCoverage};
 use crate::backfill::domain::{
-    Coverage, JobDetail, StartOptions, Timestamp, FLAG_OPTIONS, JOB_KEY, MAX_RATE, MODE,
-    NUMBER_OPTIONS,
+    Coverage, JobDetail, RunRecord, StartOptions, Timestamp, WouldCounts, AUTO_RESUME,
+    FLAG_OPTIONS, JOB_KEY, MAX_RATE, MODE, NUMBER_OPTIONS,
 };
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -46,15 +48,6 @@ pub fn JobDetailPage() -> impl IntoView {
         })
     });
     use_auto_refresh(refresh, active);
-    // Every poll is a sample for the sparkline.
-    let history = RwSignal::new(RateHistory::default());
-    Effect::new(move |_| {
-        latest.with(|d| {
-            if let Some(d) = d {
-                history.update(|h| h.record(&d.job));
-            }
-        })
-    });
     let title = Signal::derive(move || latest.with(|d| d.as_ref().map(|d| job_title(&d.job))));
 
     view! {
@@ -68,14 +61,14 @@ pub fn JobDetailPage() -> impl IntoView {
             <div class="page-head">
                 <div>
                     <p class="eyebrow">"Job"</p>
-                    <h1 class="mono">{move || key.get()}</h1>
+                    <h1 class="mono">{move || view! { <Wrapped text=key.get() /> }}</h1>
                 </div>
                 <RefreshButton refresh />
             </div>
             <Transition fallback=|| view! { <p class="empty" role="status">"Loading the job…"</p> }.into_sync_any()>
                 {move || detail.get().map(|result| match result {
                     Ok(detail) => view! {
-                        <Detail detail history=history.into() on_changed=move || refresh.update(|n| *n += 1) />
+                        <Detail detail on_changed=move || refresh.update(|n| *n += 1) />
                     }.into_sync_any(),
                     Err(error) => view! {
                         <div class="notice error" role="alert">
@@ -104,7 +97,6 @@ fn time_cell(at: Option<Timestamp>) -> impl IntoView {
 #[component]
 fn Detail(
     detail: JobDetail,
-    history: Signal<RateHistory>,
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
     let job = detail.job;
@@ -112,6 +104,15 @@ fn Detail(
         .throughput_per_sec
         .map(|r| format!("{} users/s", thousands(r.round() as i64)))
         .unwrap_or_else(|| "—".into());
+    // A run that ended tells its story: how long it took, how fast it went.
+    let ended_run = job
+        .last_run
+        .clone()
+        .filter(|run| run.ended_at.is_some() && !job.status.is_active());
+    let chart = job.last_run.clone().map(|run| {
+        view! { <RunChart samples=job.samples.clone() started_at=run.started_at ended=run.ended_at.is_some() /> }
+    });
+    let would = job.would();
     let eta = job
         .eta_secs
         .map(|s| format!("~{}", duration_secs(s)))
@@ -161,16 +162,29 @@ fn Detail(
                         if job.dry_run { "none (a rehearsal writes nothing)".into() } else { "not bound yet".into() }
                     })}</dd>
                 </div>
-                <div><dt>"Throughput"</dt><dd>{rate}</dd></div>
-                <div><dt>"ETA"</dt><dd>{eta}</dd></div>
-                <div><dt>"Started by"</dt><dd>{job.started_by.clone().unwrap_or_else(|| "—".into())}</dd></div>
-                <div><dt>"Stopped by"</dt><dd>{job.stopped_by.clone().unwrap_or_else(|| "—".into())}</dd></div>
+                {match ended_run.clone() {
+                    Some(run) => view! {
+                        <div class="run-story">
+                            <dt>"Last run"</dt>
+                            <dd>{format!("Run {}", run.run_number)}</dd>
+                        </div>
+                        <div class="run-story"><dt>"Duration"</dt><dd>{run_duration(&run)}</dd></div>
+                        <div class="run-story"><dt>"Average rate"</dt><dd>{run_rate(&run)}</dd></div>
+                    }.into_sync_any(),
+                    None => view! {
+                        <div><dt>"Throughput"</dt><dd>{rate}</dd></div>
+                        <div><dt>"ETA"</dt><dd>{eta}</dd></div>
+                    }.into_sync_any(),
+                }}
+                <div><dt>"Started by"</dt><dd class="who" title=job.started_by.clone()>{who(job.started_by.clone())}</dd></div>
+                <div><dt>"Stopped by"</dt><dd class="who" title=job.stopped_by.clone()>{who(job.stopped_by.clone())}</dd></div>
                 <div><dt>"Started"</dt><dd>{time_cell(job.started_at)}</dd></div>
                 <div><dt>"Updated"</dt><dd>{time_cell(Some(job.updated_at))}</dd></div>
                 <div><dt>"Finished"</dt><dd>{time_cell(job.finished_at)}</dd></div>
             </dl>
-            {job.status.is_active().then(|| view! { <ThroughputSparkline history /> })}
             </div>
+            {would.map(|would| view! { <WouldDo would /> })}
+            {chart}
         </section>
         {job.unreadable_reason.clone().map(|reason| view! {
             <section class="notice error" role="alert">
@@ -214,6 +228,9 @@ fn Detail(
                     view! {
                         <ol class="runs">
                             {detail.runs.into_iter().map(|run| {
+                                let story = run.ended_at.map(|_| {
+                                    format!(" · took {} at {}", run_duration(&run), run_rate(&run))
+                                });
                                 let who = match (run.trigger.as_str(), run.started_by) {
                                     ("watchdog", _) => "the watchdog (auto-resume)".to_string(),
                                     (_, Some(email)) => email,
@@ -222,12 +239,13 @@ fn Detail(
                                 view! {
                                     <li>
                                         <p>
-                                            <strong>"Run " {run.id}</strong> " started by " {who} " "
+                                            <strong>"Run " {run.run_number}</strong> " started by " <Wrapped text=who /> " "
                                             {time_cell(Some(run.started_at))}
                                         </p>
                                         <p class="muted">
                                             {run.outcome.map(|o| format!("Ended {o}")).unwrap_or_else(|| "Still running".into())}
                                             {run.ended_at.map(|at| format!(" at {}", exact_time(at)))}
+                                            {story}
                                             {run.stopped_by.map(|who| format!(" · stop requested by {who}"))}
                                             " · " {thousands(run.processed)} " processed, " {thousands(run.failed)} " failed, "
                                             {thousands(run.skipped)} " skipped"
@@ -251,6 +269,46 @@ fn Detail(
     }
 }
 
+/// An admin's email, breaking only after its `@` or before a dot.
+fn who(email: Option<String>) -> impl IntoView {
+    match email {
+        Some(email) => view! { <Wrapped text=email /> }.into_sync_any(),
+        None => "—".into_sync_any(),
+    }
+}
+
+/// `2 min 5 s`; under 10 s with a decimal (`1.4 s`), so a fast run reads true.
+pub fn run_duration(run: &RunRecord) -> String {
+    match run.duration_secs() {
+        Some(secs) if secs < 10.0 => format!("{secs:.1} s"),
+        Some(secs) => duration_secs(secs.round() as i64),
+        None => "—".into(),
+    }
+}
+
+/// The run's users handled ÷ its duration.
+pub fn run_rate(run: &RunRecord) -> String {
+    match run.average_rate() {
+        Some(rate) => format!("{} users/s", thousands(rate.round() as i64)),
+        None => "—".into(),
+    }
+}
+
+/// A dry run's prediction: what a real run would do with the same users.
+#[component]
+fn WouldDo(would: WouldCounts) -> impl IntoView {
+    view! {
+        <div class="would" role="group" aria-labelledby="would-title">
+            <h3 id="would-title">"A real run with these users would"</h3>
+            <dl class="facts would-facts">
+                <div><dt>"Write"</dt><dd data-would="write">{thousands(would.write)}</dd></div>
+                <div><dt>"Skip as deleted"</dt><dd data-would="deleted">{thousands(would.skip_deleted)}</dd></div>
+                <div><dt>"Skip, no identifiers"</dt><dd data-would="no-identifiers">{thousands(would.skip_no_identifiers)}</dd></div>
+            </dl>
+        </div>
+    }
+}
+
 #[component]
 fn OptionsList(options: StartOptions) -> impl IntoView {
     let numbers = NUMBER_OPTIONS.iter().map(|option| {
@@ -269,7 +327,14 @@ fn OptionsList(options: StartOptions) -> impl IntoView {
     });
     let flags = FLAG_OPTIONS.iter().map(|option| {
         let on = (option.effective)(&options);
-        (option.label, if on { "on" } else { "off" }.to_string())
+        let shown = if option.field == AUTO_RESUME.field && options.dry_run {
+            "never for a dry run"
+        } else if on {
+            "on"
+        } else {
+            "off"
+        };
+        (option.label, shown.to_string())
     });
     let rows: Vec<(&str, String)> = std::iter::once((JOB_KEY.label, options.job_key.to_string()))
         .chain(numbers)

@@ -3,8 +3,11 @@
 //! scrolling; below 720 px each row becomes a card (see `style/main.css`).
 
 use super::format::{duration_secs, exact_time, machine_time, relative_time, thousands, truncate};
+use super::job_detail::{run_duration, run_rate};
 use super::progress_bar::JobProgressBar;
+use super::run_chart::MiniChart;
 use super::sync_any::IntoSyncAny;
+use super::wrap::Wrapped;
 use crate::backfill::api::Stop;
 use crate::backfill::domain::{Job, JobStatus};
 use leptos::prelude::*;
@@ -45,7 +48,7 @@ pub fn JobsTable(
                         <th scope="col" class="num">"Processed"</th>
                         <th scope="col" class="num">"Failed"</th>
                         <th scope="col" class="num">"Skipped"</th>
-                        <th scope="col">"Rate · ETA"</th>
+                        <th scope="col">"Rate · ETA / last run"</th>
                         <th scope="col">"Last error"</th>
                         <th scope="col">"Updated"</th>
                     </tr>
@@ -65,12 +68,33 @@ pub fn JobsTable(
 #[component]
 fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> impl IntoView {
     let href = format!("/jobs/{}", job.job_key);
-    let rate = job.throughput_per_sec.map(|rate| {
-        let eta = job
-            .eta_secs
-            .map(|eta| view! { <span class="eta">"~" {duration_secs(eta)} " left"</span> });
-        view! { <span>{thousands(rate.round() as i64)} " users/s"</span> {eta} }
-    });
+    let active = job.status.is_active();
+    let rate = if active {
+        let chart = view! {
+            <MiniChart samples=job.samples.clone() started_at=job.last_run.as_ref().map(|run| run.started_at) />
+        };
+        job.throughput_per_sec.map(|rate| {
+            let eta = job
+                .eta_secs
+                .map(|eta| view! { <span class="eta">"~" {duration_secs(eta)} " left"</span> });
+            view! { {chart} <span>{thousands(rate.round() as i64)} " users/s"</span> {eta} }
+                .into_sync_any()
+        })
+    } else {
+        // A run that ended: how long it took and how fast it went.
+        job.last_run
+            .clone()
+            .filter(|run| run.ended_at.is_some())
+            .map(|run| {
+                view! {
+                    <span class="run-story" title=format!("Run {} of this job", run.run_number)>
+                        <span class="duration">"Run " {run.run_number} " took " {run_duration(&run)}</span>
+                        <span class="avg-rate">"avg " {run_rate(&run)}</span>
+                    </span>
+                }
+                .into_sync_any()
+            })
+    };
     let error_view = job.last_error.clone().map(|error| {
         let (short, cut) = truncate(&error, 60);
         if cut {
@@ -95,14 +119,14 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
     } else {
         "last-error is-empty"
     };
-    let owner = job
-        .started_by
-        .clone()
-        .map(|email| view! { " · by " <span class="owner">{email}</span> });
+    let owner = job.started_by.clone().map(|email| {
+        let title = email.clone();
+        view! { " · by " <span class="owner" title=title><Wrapped text=email /></span> }
+    });
     view! {
         <tr>
             <th scope="row">
-                <a class="job-link" rel="external" href=href>{job.job_key.clone()}</a>
+                <a class="job-link" rel="external" href=href><Wrapped text=job.job_key.clone() /></a>
                 {job.dry_run.then(|| view! { <span class="marker" title="Dry run: nothing is written">"dry run"</span> })}
                 <span class="job-meta">{job.mode.as_str()} {owner}</span>
             </th>
@@ -118,7 +142,7 @@ fn JobRow(job: Job, on_changed: impl Fn() + Clone + Send + Sync + 'static) -> im
             <td class="num" data-label="Failed">{thousands(job.failed)}</td>
             <td class="num" data-label="Skipped">{thousands(job.skipped)}</td>
             <td class=rate_class>
-                {rate.map(|r| r.into_sync_any()).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
+                {rate.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}
             </td>
             <td class=error_class>
                 {error_view.unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_sync_any())}

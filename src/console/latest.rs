@@ -4,7 +4,7 @@
 //! outside a `<Suspense/>`, a `<Transition/>` or an effect, because such a
 //! read can differ between the server's HTML and the browser. The view reads
 //! the resource inside `<Transition/>`; everything else (the refresh timer,
-//! the live title, the form's runtime-cap default, the sparkline's samples)
+//! the live title, the form's runtime-cap default, the chart's samples)
 //! reads this mirror instead, which only an effect writes. Effects do not run
 //! on the server, so the mirror is `None` there and fills in after hydration.
 

@@ -1,6 +1,8 @@
-//! The operator console: reader view, summary cards, start form, jobs table
-//! and job detail. Mountable by another Leptos app as `ConsolePage`.
+//! The operator console: the jobs (running first), the start form, the
+//! summary cards, the operator guide one click away, and the job page.
+//! Mountable by another Leptos app as `ConsolePage`.
 
+mod chart;
 mod failures_panel;
 mod format;
 mod guide;
@@ -11,11 +13,12 @@ mod live_title;
 mod progress_bar;
 mod refresh;
 mod resource_codec;
-mod sparkline;
+mod run_chart;
 mod start_form;
 mod summary;
 mod sync_any;
 mod tune_panel;
+mod wrap;
 
 pub use format::{exact_time, relative_time};
 pub use job_detail::JobDetailPage;
@@ -31,7 +34,7 @@ pub use sync_any::{IntoSyncAny, SyncHydrated};
 
 use crate::backfill::api::list;
 use crate::backfill::domain::{JobStatus, ListResponse};
-use guide::ReaderView;
+use guide::{GuideLink, OperatorGuide};
 use leptos::prelude::*;
 use start_form::StartForm;
 
@@ -97,6 +100,7 @@ pub fn ConsolePage() -> impl IntoView {
         })
     });
 
+    let guide_open = guide::GuideOpen::provide();
     view! {
         <LiveTitle title />
         <div class="console">
@@ -108,14 +112,12 @@ pub fn ConsolePage() -> impl IntoView {
                         "Start a bounded historical user sync, watch its progress, and stop a running job."
                     </p>
                 </div>
-                <RefreshButton refresh />
+                <div class="head-actions">
+                    <GuideLink open=guide_open />
+                    <RefreshButton refresh />
+                </div>
             </div>
-            <ReaderView />
-            <Transition fallback=|| view! { <SummaryCards summary=None /> }.into_sync_any()>
-                {move || jobs.get().map(|result| view! { <SummaryCards summary=result.ok().map(|l| l.summary) /> }.into_sync_any())}
-            </Transition>
             <div class="console-grid">
-                <StartForm runtime_cap on_started=move || refresh.update(|n| *n += 1) />
                 <section class="card jobs" aria-labelledby="jobs-title">
                     <div class="section-head">
                         <h2 id="jobs-title">"Jobs"</h2>
@@ -137,7 +139,12 @@ pub fn ConsolePage() -> impl IntoView {
                         })}
                     </Transition>
                 </section>
+                <StartForm runtime_cap on_started=move || refresh.update(|n| *n += 1) />
             </div>
+            <Transition fallback=|| view! { <SummaryCards summary=None /> }.into_sync_any()>
+                {move || jobs.get().map(|result| view! { <SummaryCards summary=result.ok().map(|l| l.summary) /> }.into_sync_any())}
+            </Transition>
+            <OperatorGuide open=guide_open />
         </div>
     }
     // Erased here because it is a Frame's child (see sync_any).

@@ -20,6 +20,16 @@ fn parse_number(raw: &str) -> Result<Option<i64>, &'static str> {
         .map_err(|_| "must be a whole number")
 }
 
+/// The live message under a number field while it does not hold one.
+fn number_problem(raw: &str) -> Option<String> {
+    parse_number(raw).err().map(|_| {
+        format!(
+            "{:?} is not a whole number; type digits only (or leave it blank for the default).",
+            raw.trim()
+        )
+    })
+}
+
 const NUMBERS: usize = NUMBER_OPTIONS.len();
 const FLAGS: usize = FLAG_OPTIONS.len();
 
@@ -105,6 +115,27 @@ pub fn StartForm(
     let start = ServerAction::<Start>::new();
     let client_error = RwSignal::new(None::<AppError>);
     let runtime_touched = RwSignal::new(false);
+    let sleep_touched = RwSignal::new(false);
+
+    // A dry run never calls the graph, so its pacing defaults to 0; the
+    // field follows the switch until the operator types a sleep.
+    Effect::new(move |_| {
+        let dry_run = form.flag(DRY_RUN.field);
+        if !sleep_touched.get_untracked() {
+            let default = if dry_run {
+                DRY_RUN_SLEEP_MS as i64
+            } else {
+                SLEEP_MS.bounds.default
+            };
+            form.set_number(SLEEP_MS.field, default.to_string());
+        }
+    });
+    // Start waits until every number field holds a number.
+    let numbers_invalid = move || {
+        NUMBER_OPTIONS
+            .iter()
+            .any(|option| number_problem(&form.number(option.field)).is_some())
+    };
 
     // The runtime cap's default is the server's configured UI cap.
     Effect::new(move |_| {
@@ -133,9 +164,16 @@ pub fn StartForm(
     };
     let field_error = move |field: &'static str| {
         Signal::derive(move || {
-            error()
-                .filter(|e| e.field.as_deref() == Some(field))
-                .map(|e| e.message)
+            let live = NUMBER_OPTIONS
+                .iter()
+                .any(|option| option.field == field)
+                .then(|| number_problem(&form.number(field)))
+                .flatten();
+            live.or_else(|| {
+                error()
+                    .filter(|e| e.field.as_deref() == Some(field))
+                    .map(|e| e.message)
+            })
         })
     };
     let form_error = move || {
@@ -229,6 +267,8 @@ pub fn StartForm(
                             };
                             let default_text = if option.has_configured_default() {
                                 "the UI runtime cap".to_string()
+                            } else if field == SLEEP_MS.field {
+                                format!("{} ({DRY_RUN_SLEEP_MS} for a dry run)", thousands(bounds.default))
                             } else {
                                 thousands(bounds.default)
                             };
@@ -247,6 +287,9 @@ pub fn StartForm(
                                         on:input=move |ev| {
                                             if field == MAX_RUNTIME_MS.field {
                                                 runtime_touched.set(true);
+                                            }
+                                            if field == SLEEP_MS.field {
+                                                sleep_touched.set(true);
                                             }
                                             form.set_number(field, event_target_value(&ev));
                                         }
@@ -291,13 +334,21 @@ pub fn StartForm(
                 </fieldset>
                 <p class="form-error" role="alert">{form_error}</p>
                 <div class="actions">
-                    <button class="button primary" type="submit" disabled=move || start.pending().get()>
+                    <button
+                        class="button primary"
+                        type="submit"
+                        disabled=move || start.pending().get() || numbers_invalid()
+                        aria-describedby="start-blocked"
+                    >
                         {move || match (start.pending().get(), form.flag(DRY_RUN.field)) {
                             (true, _) => "Starting…",
                             (false, true) => "Start dry run",
                             (false, false) => "Start run",
                         }}
                     </button>
+                    <p id="start-blocked" class="help" aria-live="polite">
+                        {move || numbers_invalid().then_some("Fix the fields marked above to start.")}
+                    </p>
                 </div>
             </form>
             <div class="start-result" role="status" aria-live="polite">
@@ -324,6 +375,8 @@ fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl
 fn Toggle(option: &'static FlagOption, form: FormState) -> impl IntoView {
     let field = option.field;
     let help_id = format!("{field}-help");
+    // Auto-resume never applies to a dry run: say so, instead of "on".
+    let never = move || field == AUTO_RESUME.field && form.flag(DRY_RUN.field);
     view! {
         <div class="toggle">
             <input
@@ -332,10 +385,14 @@ fn Toggle(option: &'static FlagOption, form: FormState) -> impl IntoView {
                 type="checkbox"
                 role="switch"
                 aria-describedby=help_id.clone()
-                prop:checked=move || form.flag(field)
+                prop:checked=move || form.flag(field) && !never()
+                disabled=never
                 on:change=move |ev| form.set_flag(field, event_target_checked(&ev))
             />
-            <label for=field>{option.label}</label>
+            <label for=field>
+                {option.label}
+                {move || never().then(|| view! { <span class="never">" — never for a dry run"</span> })}
+            </label>
             <p id=help_id class="help">{option.help}</p>
         </div>
     }

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
             "/api/identity-graph-backfill/failures.csv",
             get(crate::backfill::export::failures_csv),
         )
+        .nest_service("/pkg", pkg_assets(&state.leptos_options))
         .leptos_routes_with_context(&state, routes, context.clone(), {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             _,
         >(context, shell))
         .layer(middleware::from_fn_with_state(state.clone(), page_access))
+        .layer(middleware::from_fn(cache_headers))
         .layer(middleware::from_fn_with_state(state.clone(), api_admission))
         .layer(middleware::from_fn(api_request_guard))
         .layer(middleware::from_fn(error_status))
@@ -284,8 +286,9 @@ fn error_response(status: StatusCode, error: AppError) -> Response {
     (status, Json(error)).into_response()
 }
 
-/// Refuses API calls that did not come from the app: a content type other
-/// than JSON or a form, or an `Origin` of another site.
+/// Refuses API calls that did not come from the app: a server function
+/// call (a `POST`) whose content type is not JSON (415), or an `Origin` of
+/// another site.
 async fn api_request_guard(req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with(API_PREFIX) {
         return next.run(req).await;
@@ -302,10 +305,20 @@ async fn api_request_guard(req: Request, next: Next) -> Response {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        if media_type != "application/json" && media_type != "application/x-www-form-urlencoded" {
+        if media_type != "application/json" {
             return error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                AppError::validation("content-type", "send application/json"),
+                AppError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!(
+                        "The API takes JSON only: send Content-Type: application/json (got {}).",
+                        if media_type.is_empty() {
+                            "none"
+                        } else {
+                            media_type.as_str()
+                        }
+                    ),
+                ),
             );
         }
     }
@@ -362,18 +375,54 @@ async fn error_status(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// Files cargo-leptos puts in the site root. A page path may hold dots too
-/// (`/jobs/backfill.2024`), so the extension decides, not the dot.
+/// The WASM, JS and CSS under `/pkg`, served precompressed by
+/// `Accept-Encoding`: the `.br` sibling first, then `.gz`, then the file as
+/// it is (a release build with `--precompress` writes the siblings).
+fn pkg_assets(options: &LeptosOptions) -> tower_http::services::ServeDir {
+    let dir = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
+    tower_http::services::ServeDir::new(dir)
+        .precompressed_br()
+        .precompressed_gzip()
+}
+
+/// A file name with a content hash in it (`app.3f9a1c0d2e4b5a6c.wasm`):
+/// it never changes, so it may be cached for a year.
+fn is_hashed_asset(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or("");
+    file.split('.')
+        .any(|part| part.len() >= 8 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Cache lifetimes: a year for hashed assets, and revalidation (with the
+/// `Last-Modified` `ServeDir` sends) for other assets and for pages, so a
+/// new build is picked up at once.
+async fn cache_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let mut response = next.run(req).await;
+    if !response.status().is_success() || response.headers().contains_key(header::CACHE_CONTROL) {
+        return response;
+    }
+    let policy = if path.starts_with("/pkg/") && is_hashed_asset(&path) {
+        "public, max-age=31536000, immutable"
+    } else if path.starts_with("/pkg/") || is_static_asset(&path) {
+        "public, no-cache"
+    } else {
+        "no-cache"
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    if path.starts_with("/pkg/") {
+        // The same URL answers brotli, gzip or plain bytes.
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    response
+}
+
+/// What skips the page gate: the static files cargo-leptos serves, under
+/// the asset prefix, and the icon. Every other path is a page, dotted or
+/// not (`/jobs/backfill.2024`, `/jobs/q1.json`).
 fn is_static_asset(path: &str) -> bool {
-    const EXTENSIONS: [&str; 12] = [
-        "js", "wasm", "css", "map", "ico", "png", "svg", "jpg", "webp", "woff2", "txt", "json",
-    ];
-    path.starts_with("/pkg/")
-        || path
-            .rsplit('/')
-            .next()
-            .and_then(|file| file.rsplit_once('.'))
-            .is_some_and(|(_, extension)| EXTENSIONS.contains(&extension))
+    path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
 }
 
 /// The largest API request body; nothing the API takes comes near it.
@@ -450,10 +499,40 @@ async fn api_admission(State(state): State<AppState>, req: Request, next: Next) 
         // The server function's guard reads it instead of a second lookup.
         parts.extensions.insert(admin);
     }
-    if let (Some(allowed), Ok(serde_json::Value::Object(fields))) = (
-        endpoint_fields(&endpoint),
-        serde_json::from_slice::<serde_json::Value>(&bytes),
-    ) {
+    // Every server function takes a JSON object; anything else is the
+    // caller's mistake, answered before the codec turns it into a 500.
+    let fields = if parts.method == Method::POST {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(fields)) => Some(fields),
+            Ok(other) => {
+                return error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    AppError::validation(
+                        "body",
+                        format!("send a JSON object, not {}", json_kind(&other)),
+                    ),
+                )
+            }
+            Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                return error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    AppError::validation(
+                        "body",
+                        "the body is empty; send a JSON object ({} for none)",
+                    ),
+                );
+            }
+            Err(error) => {
+                return error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    AppError::validation("body", format!("the body is not valid JSON: {error}")),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(allowed), Some(fields)) = (endpoint_fields(&endpoint), fields) {
         if let Some(unknown) = fields
             .keys()
             .find(|field| !allowed.contains(&field.as_str()))
@@ -471,6 +550,17 @@ async fn api_admission(State(state): State<AppState>, req: Request, next: Next) 
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Pages need a session: a signed-out visit goes to `/login`, and a signed-in

@@ -389,9 +389,21 @@ async fn pages_need_a_session_and_healthz_reports_the_database(pool: PgPool) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let page = client.get(app.url("/")).send().await.unwrap();
-    assert_eq!(page.status(), 303);
-    assert_eq!(page.headers()["location"], "/login");
+    // Every page path is gated, dotted or not; only the asset prefix and
+    // the icon are served without a session.
+    for path in [
+        "/",
+        "/jobs/q1.json",
+        "/jobs/notes.txt",
+        "/jobs/backfill.2024",
+        "/x.js",
+    ] {
+        let page = client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(page.status(), 303, "{path}");
+        assert_eq!(page.headers()["location"], "/login", "{path}");
+    }
+    let icon = client.get(app.url("/favicon.svg")).send().await.unwrap();
+    assert_ne!(icon.status(), 303, "the icon needs no session");
     let health = client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(

@@ -308,7 +308,7 @@ async fn admission_checks_size_then_session_then_shape(pool: PgPool) {
     // Only a loaded job shows who started it and its dry-run marker; the
     // key alone is printed from the URL (breadcrumb, heading) for any key.
     let loaded = [
-        format!("<dd>{}</dd>", ALLOWED.0),
+        format!(r#"title="{}" class="who""#, ALLOWED.0),
         r#"<span class="marker">dry run</span>"#.to_string(),
     ];
     let html = page("/jobs/backfill.2024:dry-run").await;
@@ -378,4 +378,56 @@ async fn an_internal_error_shows_only_a_request_id_and_logs_the_cause(pool: PgPo
         line.contains("identity_graph_backfill_jobs") && line.contains("does not exist"),
         "{line}"
     );
+}
+
+/// The API takes JSON only: a form, or no content type, is 415; an empty,
+/// malformed or non-object body is 422 naming `body`; never a 500.
+#[sqlx::test]
+async fn only_json_objects_are_accepted_and_bad_bodies_are_never_500(pool: PgPool) {
+    let (app, admin) = app_with_admin(&pool, BUILT_IN_GRAPH).await;
+    let post = |endpoint: &str, content_type: Option<&str>, body: &'static str| {
+        let mut request = reqwest::Client::new()
+            .post(app.api_url(endpoint))
+            .header("cookie", &admin.cookie)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+    for endpoint in ["list", "start", "job", "me"] {
+        for (content_type, body) in [
+            (Some("application/x-www-form-urlencoded"), ""),
+            (Some("application/x-www-form-urlencoded"), "job_key=x"),
+            (Some("text/plain"), "{}"),
+            (None, "{}"),
+        ] {
+            let (status, answer) = post(endpoint, content_type, body).await;
+            assert_eq!(status, 415, "{endpoint} {content_type:?}: {answer}");
+            assert_eq!(answer["code"], "UNSUPPORTED_MEDIA_TYPE", "{answer}");
+            assert!(answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"));
+        }
+        for body in ["", "  ", "{", "not json", "[]", "42", "null"] {
+            let (status, answer) = post(endpoint, Some("application/json"), body).await;
+            assert_eq!(status, 422, "{endpoint} {body:?}: {answer}");
+            assert_eq!(answer["code"], "VALIDATION", "{answer}");
+            assert_eq!(answer["field"], "body", "{answer}");
+            assert!(!answer["message"].as_str().unwrap().is_empty());
+        }
+    }
+    let (status, answer) = post("list", Some("application/json; charset=utf-8"), "{}").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(count(&pool, JOBS).await, 0);
+    app.stop().await;
 }

@@ -23,6 +23,8 @@
 //! | `admin_cli` | the binary's `admin` subcommands and their effect on live sessions |
 //! | `throttle` | `max_rate` spreads sends evenly; `tune` changes a running job from any replica |
 //! | `scale` | the coverage check stored (once per run end, never on a poll), "Check again" shared by two tabs, the console's statement timeout, the console's plans at a million users |
+//! | `run_story` | what a run leaves behind: dry-run predictions, run numbers, duration and rate, the chart's samples |
+//! | `assets` | the WASM, JS and CSS served precompressed, with cache headers |
 //! | `sign_in_limits` | the failure limit under load, across replicas, behind a proxy |
 #![cfg(feature = "ssr")]
 
@@ -31,6 +33,7 @@ mod harness;
 mod access;
 mod admin_cli;
 mod api;
+mod assets;
 mod built_in_graph;
 mod engine;
 mod engine_runtime;
@@ -42,6 +45,7 @@ mod layers;
 mod lease;
 mod metrics;
 mod notifications;
+mod run_story;
 mod runner;
 mod scale;
 mod sign_in_limits;

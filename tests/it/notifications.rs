@@ -15,11 +15,14 @@ use std::sync::{
 /// How the receiver answers its n-th request (counted from 1).
 type Answer = Arc<dyn Fn(usize) -> Option<StatusCode> + Send + Sync>;
 
+/// What the receiver took: the `X-Notification-Id` header and the body.
+type Taken = Vec<(Option<String>, Value)>;
+
 /// A webhook receiver on loopback. An answer of `None` never answers.
 #[derive(Clone)]
 struct Receiver {
     url: String,
-    received: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    received: Arc<Mutex<Taken>>,
     requests: Arc<AtomicUsize>,
     hanging: Arc<AtomicUsize>,
 }
@@ -43,7 +46,7 @@ impl Receiver {
     }
 
     /// The bodies it took (answered 2xx), in order.
-    fn taken(&self) -> Vec<(Option<String>, Value)> {
+    fn taken(&self) -> Taken {
         self.received.lock().unwrap().clone()
     }
 

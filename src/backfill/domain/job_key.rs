@@ -24,12 +24,16 @@ impl JobKey {
         } else {
             trimmed
         };
-        if let Some(bad) = base.chars().find(|c| {
-            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-'))
-        }) {
+        let bad = bad_characters(base);
+        if !bad.is_empty() {
+            let (list, verb) = match bad.as_slice() {
+                [one] => (one.clone(), "is"),
+                [init @ .., last] => (format!("{} and {last}", init.join(", ")), "are"),
+                [] => unreachable!(),
+            };
             return Err(AppError::validation(
                 "job_key",
-                format!("{bad:?} is not allowed; use lowercase letters, digits and . _ : -"),
+                format!("{list} {verb} not allowed; use lowercase letters, digits and . _ : -"),
             ));
         }
         let is_rehearsal_key = base.ends_with(DRY_RUN_SUFFIX);
@@ -88,6 +92,25 @@ impl JobKey {
     }
 }
 
+/// Every character a key may not hold, once each in the order they appear,
+/// as the operator reads them: `'A'`, `' '` (a space), `'é'`.
+fn bad_characters(key: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for c in key.chars() {
+        let allowed =
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | ':' | '-');
+        if !allowed && !seen.contains(&c) {
+            seen.push(c);
+        }
+    }
+    seen.into_iter()
+        .map(|c| match c {
+            ' ' => "' ' (a space)".to_string(),
+            c => format!("{c:?}"),
+        })
+        .collect()
+}
+
 impl fmt::Display for JobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -122,6 +145,17 @@ mod tests {
             let error = JobKey::parse(Some(bad), false).unwrap_err();
             assert_eq!(error.field.as_deref(), Some("job_key"), "{bad}");
         }
+        let every = JobKey::parse(Some("Q1 backfill;x"), false).unwrap_err();
+        assert_eq!(
+            every.message,
+            "'Q', ' ' (a space) and ';' are not allowed; use lowercase letters, digits and . _ : -",
+            "every bad character, once each"
+        );
+        let one = JobKey::parse(Some("aBBa"), false).unwrap_err();
+        assert_eq!(
+            one.message,
+            "'B' is not allowed; use lowercase letters, digits and . _ : -"
+        );
         assert!(JobKey::parse(Some(&"a".repeat(120)), false).is_ok());
         assert!(JobKey::parse(Some(&"a".repeat(121)), false).is_err());
     }

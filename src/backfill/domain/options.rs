@@ -211,7 +211,7 @@ start_options! {
             "Users fetched per batch, in id order after the cursor. The cursor and counters are saved once per batch.";
         SLEEP_MS sleep_ms: u32 = [0 ..= 60_000] default 250,
             "Sleep between batches" ("ms"),
-            "Pacing: how long the runner waits after each batch, to spare the Identity Graph. Tunable while the job runs.";
+            "Pacing: how long the runner waits after each batch, to spare the Identity Graph. A dry run never calls the graph, so it defaults to 0 unless you set it. Tunable while the job runs.";
         MAX_RUNTIME_MS max_runtime_ms: u64 = [1_000 ..= 21_600_000] default 900_000,
             "Runtime cap" ("ms"),
             "The run pauses itself after this long (a safety bound, not a failure) and auto-resumes later from its cursor.";
@@ -253,6 +253,9 @@ impl NumberOption {
         self.field == MAX_RUNTIME_MS.field
     }
 }
+
+/// A dry run's `sleep_ms` when the request does not set one.
+pub const DRY_RUN_SLEEP_MS: u32 = 0;
 
 /// Every field `start` takes, in the order the form shows them.
 pub fn start_fields() -> Vec<&'static str> {
@@ -347,6 +350,10 @@ impl StartRequest {
                 let effective = option.clamp_reporting(requested, &mut adjustments);
                 (option.apply)(&mut options, effective);
             }
+        }
+        // A dry run never calls the graph: it waits on no pacing unless asked.
+        if dry_run && self.sleep_ms.is_none() {
+            options.sleep_ms = DRY_RUN_SLEEP_MS;
         }
         options.mode = self.mode.unwrap_or_default();
         options.failure_filter = self.failure_filter(options.mode)?;

@@ -16,6 +16,14 @@ pub struct SkipCounts {
     pub no_identifiers: i64,
 }
 
+/// A dry run's users, by what a real run would do with the same users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WouldCounts {
+    pub write: i64,
+    pub skip_deleted: i64,
+    pub skip_no_identifiers: i64,
+}
+
 /// A job as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -60,6 +68,47 @@ pub struct Job {
     /// second), while a run is active.
     #[serde(default)]
     pub throttle: Option<ThrottleView>,
+    /// A dry run's users a real run would write (`None` on a real job).
+    #[serde(default)]
+    pub would_write: Option<i64>,
+    /// A dry run's users a real run would skip as deleted.
+    #[serde(default)]
+    pub would_skip_deleted: Option<i64>,
+    /// A dry run's users a real run would skip for having no identifier.
+    #[serde(default)]
+    pub would_skip_no_identifiers: Option<i64>,
+    /// The job's latest run (with its duration and average rate once it
+    /// ended), in `list` and `job` answers.
+    #[serde(default)]
+    pub last_run: Option<RunRecord>,
+    /// The latest run's chart, oldest first: in `job` answers, and in
+    /// `list` answers for active jobs.
+    #[serde(default)]
+    pub samples: Vec<RunSample>,
+}
+
+impl Job {
+    /// What a real run would do with a dry run's users; `None` on a real job.
+    pub fn would(&self) -> Option<WouldCounts> {
+        Some(WouldCounts {
+            write: self.would_write?,
+            skip_deleted: self.would_skip_deleted?,
+            skip_no_identifiers: self.would_skip_no_identifiers?,
+        })
+    }
+}
+
+/// One point of a run's chart: the rate and the graph's p95 at an instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
+pub struct RunSample {
+    pub run_id: i64,
+    pub sampled_at: Timestamp,
+    /// Users handled per second.
+    pub rate: f64,
+    /// The Identity Graph's p95 answer time; `None` when the run did not
+    /// call it (a dry run, or a wait).
+    pub latency_p95_ms: Option<f64>,
 }
 
 /// What holds a run back, when something does.
@@ -164,6 +213,8 @@ pub struct StopResponse {
 #[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct RunRecord {
     pub id: i64,
+    /// 1 for the job's first run, 2 for its second, …
+    pub run_number: i32,
     pub trigger: String,
     pub started_by: Option<String>,
     pub started_at: Timestamp,
@@ -174,6 +225,29 @@ pub struct RunRecord {
     pub failed: i64,
     pub skipped: i64,
     pub owner: String,
+}
+
+impl RunRecord {
+    pub fn scanned(&self) -> i64 {
+        self.processed + self.failed + self.skipped
+    }
+
+    /// Seconds from start to end, once the run ended.
+    pub fn duration_secs(&self) -> Option<f64> {
+        let ended = self.ended_at?;
+        let millis = ended.timestamp_millis() - self.started_at.timestamp_millis();
+        Some(millis.max(0) as f64 / 1000.0)
+    }
+
+    /// Users handled per second over the whole run, once it ended.
+    pub fn average_rate(&self) -> Option<f64> {
+        let secs = self.duration_secs()?;
+        Some(if secs > 0.0 {
+            self.scanned() as f64 / secs
+        } else {
+            0.0
+        })
+    }
 }
 
 /// Proof of coverage: whether every user up to the cursor is accounted for.

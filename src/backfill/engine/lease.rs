@@ -57,6 +57,7 @@ impl Engine {
         async move {
             let figures = BrakeFigures::for_job(&lease.job_key);
             let mut last_renewal = Instant::now();
+            let mut chart = ChartSampler::new(Instant::now());
             loop {
                 tokio::time::sleep(poll_every).await;
                 let renew = last_renewal.elapsed() >= renew_every;
@@ -77,6 +78,14 @@ impl Engine {
                             signals.lease_clock.confirm(asked_at);
                         }
                         apply_tuning(&throttle, &answer, &lease.job_key);
+                        if let Some(rate) = chart.due(Instant::now(), answer.run_scanned) {
+                            let p95 = view.latency_p95_ms;
+                            if let Err(error) =
+                                store::record_sample(&pool, lease.run_id, rate, p95).await
+                            {
+                                tracing::warn!("could not record a chart sample: {error}");
+                            }
+                        }
                         if answer.stop_requested {
                             signals.stop.cancel();
                         }
@@ -94,6 +103,41 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// When the heartbeat records a point of the run's chart, and its rate.
+/// About every [`SAMPLE_EVERY`]; more often in a run's first minutes
+/// (a tenth of its age, at least a second apart), so a short run still
+/// draws a line. At most one row per second, then one per 10 s, per run.
+struct ChartSampler {
+    started: Instant,
+    last: Option<(Instant, i64)>,
+}
+
+/// A long run's chart has a point about this often.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+impl ChartSampler {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: None,
+        }
+    }
+
+    /// `Some(users/s)` since the last point when a point is due, with
+    /// `scanned` the run's users handled so far.
+    fn due(&mut self, now: Instant, scanned: i64) -> Option<f64> {
+        let (since, before) = self.last.unwrap_or((self.started, 0));
+        let every =
+            (now.duration_since(self.started) / 10).clamp(Duration::from_secs(1), SAMPLE_EVERY);
+        let elapsed = now.duration_since(since);
+        if elapsed < every {
+            return None;
+        }
+        self.last = Some((now, scanned));
+        Some((scanned - before).max(0) as f64 / elapsed.as_secs_f64())
     }
 }
 
@@ -157,5 +201,32 @@ impl BrakeFigures {
         let (graph_secs, error_secs) = throttle.held_secs();
         self.held_by_graph.absolute(graph_secs as u64);
         self.held_by_errors.absolute(error_secs as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_samples_often_at_first_then_every_ten_seconds() {
+        let start = Instant::now();
+        let mut chart = ChartSampler::new(start);
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        assert_eq!(chart.due(at(0.5), 50), None);
+        assert_eq!(chart.due(at(1.0), 100), Some(100.0));
+        assert_eq!(chart.due(at(1.5), 150), None);
+        assert_eq!(chart.due(at(2.0), 300), Some(200.0));
+        let mut points = 0;
+        for tenth in 21..=6_000 {
+            if chart.due(at(tenth as f64 / 10.0), tenth * 10).is_some() {
+                points += 1;
+            }
+        }
+        // Ten minutes: a few dozen points, one per 10 s once the run is old.
+        assert!((55..=80).contains(&points), "{points}");
+        assert!(chart.due(at(700.0), 7_000).is_some());
+        assert_eq!(chart.due(at(709.0), 7_000), None);
+        assert_eq!(chart.due(at(710.5), 8_050), Some(100.0));
     }
 }

@@ -21,8 +21,8 @@ mod notifier;
 mod throttle_signal;
 mod watchdog;
 
-pub use notifier::NotifySettings;
 pub use coverage_check::{is_statement_timeout, CheckFailure};
+pub use notifier::NotifySettings;
 pub use throttle_signal::ThrottleSignal;
 
 use super::domain::*;
@@ -467,6 +467,13 @@ impl Engine {
             .map_err(&db)?;
         let rows = store::list_jobs(&mut *tx).await.map_err(&db)?;
         tx.commit().await.map_err(&db)?;
+        let mut jobs: Vec<Job> = rows
+            .iter()
+            .map(|row| row.to_job(self.runtime_default()))
+            .collect();
+        self.attach_runs(&mut jobs, |job| job.status.is_active())
+            .await
+            .map_err(&db)?;
         Ok(ListResponse {
             summary: Summary {
                 jobs: rows.len() as i64,
@@ -474,10 +481,7 @@ impl Engine {
                 default_batch_size: BATCH_SIZE.bounds.default as u32,
                 ui_runtime_cap_ms: self.inner.settings.ui_runtime_cap_ms,
             },
-            jobs: rows
-                .iter()
-                .map(|row| row.to_job(self.runtime_default()))
-                .collect(),
+            jobs,
         })
     }
 
@@ -532,6 +536,40 @@ impl Engine {
     /// One job in full. Every statement is bounded by the console's
     /// statement timeout; the coverage shown is the stored check (see
     /// [`Engine::check_coverage`]), never counted here.
+    /// Fills each job's `last_run`, and the latest run's chart for the jobs
+    /// `charted` picks.
+    async fn attach_runs(
+        &self,
+        jobs: &mut [Job],
+        charted: impl Fn(&Job) -> bool,
+    ) -> Result<(), sqlx::Error> {
+        let pool = &self.inner.pool;
+        let keys: Vec<String> = jobs.iter().map(|job| job.job_key.clone()).collect();
+        let mut last_runs: std::collections::HashMap<String, RunRecord> =
+            store::last_runs(pool, &keys).await?.into_iter().collect();
+        for job in jobs.iter_mut() {
+            job.last_run = last_runs.remove(&job.job_key);
+        }
+        let run_ids: Vec<i64> = jobs
+            .iter()
+            .filter(|job| charted(job))
+            .filter_map(|job| job.last_run.as_ref().map(|run| run.id))
+            .collect();
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        for sample in store::run_samples(pool, &run_ids).await? {
+            if let Some(job) = jobs.iter_mut().find(|job| {
+                job.last_run
+                    .as_ref()
+                    .is_some_and(|run| run.id == sample.run_id)
+            }) {
+                job.samples.push(sample);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
         let key = JobKey::parse_existing(job_key)?;
         let db = self.console_error("reading the job");
@@ -543,7 +581,10 @@ impl Engine {
             .map_err(&db)?
             .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
             .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
-        let job = row.to_job(self.runtime_default());
+        let mut job = row.to_job(self.runtime_default());
+        self.attach_runs(std::slice::from_mut(&mut job), |_| true)
+            .await
+            .map_err(&db)?;
         let idle = !(job.status.is_active() || job.status == JobStatus::Unreadable);
         let detail = JobDetail {
             coverage: row.stored_coverage().filter(|_| idle),

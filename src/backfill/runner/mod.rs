@@ -244,6 +244,9 @@ enum Outcome {
     Processed,
     Failed(Failure),
     Skipped(SkipReason),
+    /// A dry run's user (skipped `dry-run`), with what a real run would do:
+    /// write it (`None`) or skip it for this reason.
+    Rehearsed(Option<SkipReason>),
 }
 
 /// Why a user failed: the short class failures are grouped by, and the
@@ -418,7 +421,7 @@ async fn sync_chunk(
                     Outcome::Failed(_) => {
                         streak.fetch_add(1, Ordering::SeqCst);
                     }
-                    Outcome::Skipped(_) => {}
+                    Outcome::Skipped(_) | Outcome::Rehearsed(_) => {}
                 }
             }
             outcome
@@ -449,10 +452,20 @@ fn time_limits(options: &StartOptions, now: Instant) -> (Instant, Option<Instant
     (now + runtime, retry_share_ends)
 }
 
-fn classify(user: &GraphUser, dry_run: bool) -> Option<SkipReason> {
+/// A user handled without the graph: a dry run's every user (with what a
+/// real run would do), or a real run's user it skips. `None`: send it.
+fn classify(user: &GraphUser, dry_run: bool) -> Option<Outcome> {
+    let real = real_skip(user);
     if dry_run {
-        Some(SkipReason::DryRun)
-    } else if user.deleted {
+        Some(Outcome::Rehearsed(real))
+    } else {
+        real.map(Outcome::Skipped)
+    }
+}
+
+/// Why a real run skips `user`, if it does.
+fn real_skip(user: &GraphUser) -> Option<SkipReason> {
+    if user.deleted {
         Some(SkipReason::Deleted)
     } else if !user.has_identifiers() {
         Some(SkipReason::NoIdentifiers)
@@ -859,6 +872,16 @@ impl Runner {
                     }
                     if *reason != SkipReason::DryRun {
                         batch.resolved.push(*user_id);
+                    }
+                }
+                Outcome::Rehearsed(would) => {
+                    batch.run.skipped += 1;
+                    batch.skipped.dry_run += 1;
+                    match would {
+                        None => batch.would.write += 1,
+                        Some(SkipReason::Deleted) => batch.would.skip_deleted += 1,
+                        Some(SkipReason::NoIdentifiers) => batch.would.skip_no_identifiers += 1,
+                        Some(SkipReason::DryRun) => {}
                     }
                 }
             }

@@ -4,7 +4,6 @@
 //! may cover. A slow user holds back the checkpoint, never the users after it.
 
 use super::{Failure, Outcome};
-use crate::backfill::domain::SkipReason;
 use crate::backfill::identifiers::{Dropped, GraphUser};
 use std::collections::{HashMap, VecDeque};
 use tokio::task::{Id as TaskId, JoinSet};
@@ -123,7 +122,7 @@ impl Window {
         &mut self,
         chunk_size: usize,
         enough: usize,
-        skip_of: impl Fn(&GraphUser) -> Option<SkipReason>,
+        skip_of: impl Fn(&GraphUser) -> Option<Outcome>,
     ) -> Vec<(Seq, GraphUser)> {
         let mut chunk = Vec::with_capacity(chunk_size);
         while self.next_to_start < self.entries.len()
@@ -138,7 +137,7 @@ impl Window {
                 .take()
                 .expect("a user not started still holds its row");
             match skip_of(&user) {
-                Some(reason) => self.record(seq, Outcome::Skipped(reason)),
+                Some(outcome) => self.record(seq, outcome),
                 None => chunk.push((seq, user)),
             }
         }

@@ -9,7 +9,8 @@ pub(super) const JOB_COLUMNS: &str =
     skipped_dry_run, skipped_deleted, skipped_no_identifiers, consecutive_failures, last_error,
     pause_reason, stop_requested, started_by, stopped_by, started_at, updated_at, finished_at,
     owner, heartbeat_at, run_started_at, run_scanned, retry_position, retry_until, source_max_id,
-    dropped_identifiers, graph, throttle, coverage, coverage_checked_at, coverage_error";
+    dropped_identifiers, graph, throttle, coverage, coverage_checked_at, coverage_error,
+    would_write, would_skip_deleted, would_skip_no_identifiers";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
@@ -55,6 +56,9 @@ pub struct JobRow {
     pub coverage_checked_at: Option<DateTime<Utc>>,
     /// Why the last check did not finish, if it did not.
     pub coverage_error: Option<String>,
+    pub would_write: i64,
+    pub would_skip_deleted: i64,
+    pub would_skip_no_identifiers: i64,
 }
 
 impl JobRow {
@@ -145,6 +149,11 @@ impl JobRow {
                 .as_ref()
                 .filter(|_| status.is_active())
                 .and_then(|json| serde_json::from_value(json.0.clone()).ok()),
+            would_write: self.dry_run.then_some(self.would_write),
+            would_skip_deleted: self.dry_run.then_some(self.would_skip_deleted),
+            would_skip_no_identifiers: self.dry_run.then_some(self.would_skip_no_identifiers),
+            last_run: None,
+            samples: Vec::new(),
         }
     }
 

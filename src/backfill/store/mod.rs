@@ -175,6 +175,9 @@ pub async fn claim_for_start(
              skipped_dry_run = CASE WHEN $7 THEN 0 ELSE j.skipped_dry_run END,
              skipped_deleted = CASE WHEN $7 THEN 0 ELSE j.skipped_deleted END,
              skipped_no_identifiers = CASE WHEN $7 THEN 0 ELSE j.skipped_no_identifiers END,
+             would_write = CASE WHEN $7 THEN 0 ELSE j.would_write END,
+             would_skip_deleted = CASE WHEN $7 THEN 0 ELSE j.would_skip_deleted END,
+             would_skip_no_identifiers = CASE WHEN $7 THEN 0 ELSE j.would_skip_no_identifiers END,
              dropped_identifiers = CASE WHEN $7 THEN '{{}}'::jsonb ELSE j.dropped_identifiers END,
              graph = CASE WHEN $7 OR j.graph IS NULL THEN EXCLUDED.graph ELSE j.graph END
          WHERE j.status = ANY($8) AND j.dry_run = EXCLUDED.dry_run
@@ -266,8 +269,11 @@ pub async fn insert_run(
     .execute(&mut **tx)
     .await?;
     sqlx::query_scalar(
-        "INSERT INTO identity_graph_backfill_runs (job_key, trigger, started_by, owner)
-         VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO identity_graph_backfill_runs (job_key, trigger, started_by, owner, run_number)
+         VALUES ($1, $2, $3, $4,
+                 (SELECT coalesce(max(run_number), 0) + 1 FROM identity_graph_backfill_runs
+                  WHERE job_key = $1))
+         RETURNING id",
     )
     .bind(job_key)
     .bind(trigger)
@@ -352,6 +358,8 @@ pub struct HeartbeatAnswer {
     pub max_rate: Option<i64>,
     pub concurrency: Option<i64>,
     pub sleep_ms: Option<i64>,
+    /// Users the run has handled so far (its checkpoints): the chart's rate.
+    pub run_scanned: i64,
 }
 
 /// The knobs of a job row's stored options, as numbers or NULL.
@@ -374,7 +382,7 @@ pub async fn heartbeat(
         "UPDATE identity_graph_backfill_jobs
          SET heartbeat_at = CASE WHEN $4 THEN now() ELSE heartbeat_at END, throttle = $5
          WHERE job_key = $1 AND owner = $2 AND status = ANY($3)
-         RETURNING {STORED_KNOBS}"
+         RETURNING {STORED_KNOBS}, run_scanned"
     ))
     .bind(job_key)
     .bind(token)
@@ -581,6 +589,8 @@ pub struct Checkpoint {
     pub caught_up: Vec<i64>,
     /// Values normalization dropped, by `"kind: reason"`.
     pub dropped: BTreeMap<String, i64>,
+    /// A dry run's users, by what a real run would do with them.
+    pub would: WouldCounts,
 }
 
 /// Writes a batch's checkpoint, guarded by the run's lease token. `false`
@@ -608,6 +618,8 @@ pub async fn checkpoint(
                  processed = processed + $4, failed = failed + $5, skipped = skipped + $6,
                  skipped_dry_run = skipped_dry_run + $7, skipped_deleted = skipped_deleted + $8,
                  skipped_no_identifiers = skipped_no_identifiers + $9,
+                 would_write = would_write + $22, would_skip_deleted = would_skip_deleted + $23,
+                 would_skip_no_identifiers = would_skip_no_identifiers + $24,
                  consecutive_failures = $10, last_error = coalesce($11, last_error),
                  run_scanned = run_scanned + $12, heartbeat_at = now(), updated_at = now(),
                  retry_position = CASE WHEN $17 THEN $18 ELSE retry_position END,
@@ -646,7 +658,10 @@ pub async fn checkpoint(
     .bind(retry_position)
     .bind(retry_until)
     .bind(&JobStatus::ACTIVE[..])
-    .bind(sqlx::types::Json(&batch.dropped));
+    .bind(sqlx::types::Json(&batch.dropped))
+    .bind(batch.would.write)
+    .bind(batch.would.skip_deleted)
+    .bind(batch.would.skip_no_identifiers);
     if batch.failures.is_empty()
         && batch.resolved.is_empty()
         && batch.gaps.is_empty()
@@ -859,7 +874,8 @@ pub async fn finish_run(
 }
 
 /// Uses `identity_graph_backfill_failures_recent`, which matches its order.
-const RECENT_FAILURES: &str = "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
+const RECENT_FAILURES: &str =
+    "SELECT user_id, class, error, attempts, first_failed_at, last_failed_at
      FROM identity_graph_backfill_failures
      WHERE job_key = $1 AND resolved_at IS NULL
      ORDER BY last_failed_at DESC, user_id DESC LIMIT $2";
@@ -890,7 +906,7 @@ pub async fn unresolved_failure_count(
 }
 
 /// Uses `identity_graph_backfill_runs_job_id`, which matches its order.
-const RECENT_RUNS: &str = "SELECT id, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
+const RECENT_RUNS: &str = "SELECT id, coalesce(run_number, 0) AS run_number, trigger, started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
      FROM identity_graph_backfill_runs WHERE job_key = $1 ORDER BY id DESC LIMIT $2";
 
 pub async fn recent_runs(
@@ -903,4 +919,57 @@ pub async fn recent_runs(
         .bind(limit)
         .fetch_all(db)
         .await
+}
+
+/// The latest run of each of `job_keys`.
+pub async fn last_runs(
+    pool: &PgPool,
+    job_keys: &[String],
+) -> Result<Vec<(String, RunRecord)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Keyed {
+        job_key: String,
+        #[sqlx(flatten)]
+        run: RunRecord,
+    }
+    let rows: Vec<Keyed> = sqlx::query_as(
+        "SELECT DISTINCT ON (job_key) job_key, id, coalesce(run_number, 0) AS run_number, trigger,
+                started_by, started_at, ended_at, outcome, stopped_by, processed, failed, skipped, owner
+         FROM identity_graph_backfill_runs WHERE job_key = ANY($1)
+         ORDER BY job_key, id DESC",
+    )
+    .bind(job_keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.job_key, row.run)).collect())
+}
+
+/// Records one point of a run's chart.
+pub async fn record_sample(
+    pool: &PgPool,
+    run_id: i64,
+    rate: f64,
+    latency_p95_ms: Option<f64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO identity_graph_backfill_run_samples (run_id, rate, latency_p95_ms)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(rate)
+    .bind(latency_p95_ms)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// The chart's points of the runs `run_ids`, oldest first.
+pub async fn run_samples(pool: &PgPool, run_ids: &[i64]) -> Result<Vec<RunSample>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT run_id, sampled_at, rate, latency_p95_ms FROM identity_graph_backfill_run_samples
+         WHERE run_id = ANY($1) ORDER BY run_id, sampled_at",
+    )
+    .bind(run_ids)
+    .fetch_all(pool)
+    .await
 }
