@@ -14,6 +14,8 @@ CREATE TABLE identity_graph_backfill_notifications (
     failed          bigint NOT NULL,
     skipped         bigint NOT NULL,
     cursor          bigint NOT NULL,
+    -- read by the notifier, not the trigger: a status change must never
+    -- depend on reading the source (a run fails *because* it cannot)
     source_max_id   bigint,
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -40,8 +42,7 @@ BEGIN
             (job_key, event, pause_reason, dry_run, processed, failed, skipped, cursor,
              source_max_id, last_error)
         VALUES (NEW.job_key, NEW.status, NEW.pause_reason, NEW.dry_run, NEW.processed,
-                NEW.failed, NEW.skipped, NEW.cursor, (SELECT max(id) FROM users),
-                NEW.last_error);
+                NEW.failed, NEW.skipped, NEW.cursor, NULL, NEW.last_error);
     END IF;
     RETURN NEW;
 END;

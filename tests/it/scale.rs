@@ -254,8 +254,9 @@ async fn no_console_statement_scans_users_the_failures_or_the_graph(pool: PgPool
              FROM generate_series(1, 1000000) g;
          INSERT INTO identity_graph_backfill_jobs (job_key, status, options, cursor, processed)
              SELECT 'job-' || j, 'completed', '{}', 1000000, 900000 FROM generate_series(0, 9) j;
-         INSERT INTO identity_graph_backfill_failures (job_key, user_id, error, last_failed_at, resolved_at)
-             SELECT 'job-' || g % 10, g, 'HTTP 500', now() - g * interval '1 second',
+         INSERT INTO identity_graph_backfill_failures (job_key, user_id, class, error, last_failed_at, resolved_at)
+             SELECT 'job-' || g % 10, g, (ARRAY['http 500', 'http 400', 'timeout'])[g % 3 + 1],
+                    'HTTP 500', now() - g * interval '1 second',
                     CASE WHEN g % 7 = 0 THEN now() END
              FROM generate_series(1, 100000) g;
          INSERT INTO identity_graph_backfill_runs (job_key, trigger, owner)

@@ -11,6 +11,7 @@
 //! repeat.
 
 use crate::backfill::domain::thousands;
+use crate::backfill::source::SOURCE_MAX_ID;
 use crate::backfill::store::{self, PendingNotification};
 use serde_json::json;
 use sqlx::PgPool;
@@ -89,6 +90,17 @@ async fn attempt(
     settings: &NotifySettings,
     event: &PendingNotification,
 ) {
+    let mut event = event.clone();
+    if event.source_max_id.is_none() {
+        // The source's extent for the coverage summary; a source this
+        // replica cannot read leaves it out rather than holding the event.
+        event.source_max_id = sqlx::query_scalar(&format!("SELECT {SOURCE_MAX_ID}"))
+            .fetch_one(pool)
+            .await
+            .ok()
+            .flatten();
+    }
+    let event = &event;
     let body = body(event, &settings.public_base_url);
     let answer = client
         .post(url)
