@@ -485,15 +485,26 @@ impl Engine {
         })
     }
 
-    /// A keyset page of the job's unresolved failures under a filter.
+    /// A keyset page of the job's unresolved failures under a filter,
+    /// bounded by the console's statement timeout like `job`.
     pub async fn failures(&self, request: &FailuresRequest) -> Result<FailuresPage, AppError> {
-        let key = self.existing_job(&request.job_key).await?;
+        let key = JobKey::parse_existing(&request.job_key)?;
         let filter = FailureFilter::parse(request.class.as_deref(), request.q.as_deref())?;
         let limit = failures_page_size(request.limit)?;
         let after = request.after_user_id.unwrap_or(0);
-        let failures = store::failures_page(&self.inner.pool, key.as_str(), &filter, after, limit)
+        let db = self.console_error("reading failures");
+        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
-            .map_err(|e| internal_error("reading failures", e))?;
+            .map_err(&db)?;
+        store::get_job(&mut *tx, key.as_str())
+            .await
+            .map_err(&db)?
+            .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
+            .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        let failures = store::failures_page(&mut *tx, key.as_str(), &filter, after, limit)
+            .await
+            .map_err(&db)?;
+        tx.commit().await.map_err(&db)?;
         let next_after_user_id = (failures.len() as i64 == limit)
             .then(|| failures.last().map(|f| f.user_id))
             .flatten();
@@ -525,9 +536,13 @@ impl Engine {
     /// The key of a job that exists and is not archived, or `NOT_FOUND`.
     async fn existing_job(&self, job_key: &str) -> Result<JobKey, AppError> {
         let key = JobKey::parse_existing(job_key)?;
-        store::get_job(&self.inner.pool, key.as_str())
+        let db = self.console_error("reading the job");
+        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
-            .map_err(|e| internal_error("reading a job", e))?
+            .map_err(&db)?;
+        store::get_job(&mut *tx, key.as_str())
+            .await
+            .map_err(&db)?
             .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
             .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
         Ok(key)

@@ -23,7 +23,7 @@ pub async fn failure_classes(
 /// Up to `limit` failures matching `filter` after `after_user_id`, in user
 /// id order.
 pub async fn failures_page(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_key: &str,
     filter: &FailureFilter,
     after_user_id: i64,
@@ -39,7 +39,7 @@ pub async fn failures_page(
     bind_failure_filter(sqlx::query_as(&sql), job_key, filter)
         .bind(after_user_id)
         .bind(limit)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
 }
 
