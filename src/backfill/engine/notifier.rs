@@ -32,17 +32,6 @@ pub struct NotifySettings {
     pub retry_base: Duration,
 }
 
-impl NotifySettings {
-    pub fn disabled(public_base_url: String) -> Self {
-        Self {
-            webhook_url: None,
-            public_base_url,
-            timeout: Duration::from_secs(5),
-            retry_base: Duration::from_secs(1),
-        }
-    }
-}
-
 /// How often the notifier looks for due events.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
