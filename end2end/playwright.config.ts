@@ -30,6 +30,11 @@ const appEnv = {
   LOGIN_MAX_FAILURES_PER_MINUTE: "100",
   RUST_LOG: "warn",
   RUST_BACKTRACE: "0",
+  // Every replica tells the same receiver when a job comes to rest; it fails
+  // each event's first attempt, so the history shows a retry.
+  NOTIFY_WEBHOOK_URL: `${GRAPH_SERVER_URL}/webhook`,
+  NOTIFY_RETRY_BASE_MS: "300",
+  PUBLIC_BASE_URL: MAIN_URL,
 };
 
 export default defineConfig({

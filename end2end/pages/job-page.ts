@@ -23,7 +23,12 @@ export class JobPage {
   }
   fact = (term: string) => this.page.locator("dl.facts > div").filter({ has: this.page.getByText(term, { exact: true }) }).locator("dd");
   would = () => this.page.getByRole("group", { name: "A real run with these users would" });
-  runHistory = () => this.page.locator("ol.runs > li");
+  // The job's history: one timeline, newest first; each entry's `data-kind`
+  // says what it is (started, resumed, paused, completed, stopped, stop,
+  // failed, tuned, notified).
+  history = () => this.page.getByRole("region", { name: "History", exact: true });
+  historyEntries = (kind?: string) =>
+    kind ? this.history().locator(`li[data-kind="${kind}"]`) : this.history().getByRole("listitem");
 
   classChip = (name: string) =>
     this.page.getByRole("list", { name: "Unresolved failures by class" }).getByRole("button", { name: new RegExp(`^${name}\\b`) });

@@ -1,12 +1,25 @@
 // An HTTP Identity Graph for the end-to-end suite: accepts every user except
 // those whose id is a multiple of 7, which it rejects with a 400, and the
 // other multiples of 11, which it rejects with a 422.
+//
+// It is also the suite's notification receiver (NOTIFY_WEBHOOK_URL, on both
+// app replicas): `POST /webhook` answers 500 to the first attempt of each
+// event (by X-Notification-Id), so every event shows a retry, then 200.
 import http from "node:http";
 
 const counts = new Map();
+const webhookAttempts = new Map();
 const server = http.createServer((req, res) => {
   if (req.url === "/health") {
     res.writeHead(200).end("ok");
+    return;
+  }
+  if (req.method === "POST" && req.url === "/webhook") {
+    const id = String(req.headers["x-notification-id"]);
+    const attempt = (webhookAttempts.get(id) ?? 0) + 1;
+    webhookAttempts.set(id, attempt);
+    req.resume();
+    req.on("end", () => res.writeHead(attempt === 1 ? 500 : 200).end());
     return;
   }
   const match = req.method === "PUT" && req.url.match(/^\/users\/(\d+)$/);

@@ -1,5 +1,6 @@
 import { expect, test } from "../support/fixtures";
 import { ConsolePage } from "../pages/console-page";
+import { JobPage } from "../pages/job-page";
 import { LoginPage } from "../pages/login-page";
 import { ALLOWED } from "../support/accounts";
 import { screenshots } from "../support/screens";
@@ -47,8 +48,12 @@ test("a real run stops cooperatively and continues from its cursor", async ({ pa
   await expect(row.getByText("stopped", { exact: true })).toBeVisible({ timeout: 15_000 });
 
   await row.getByRole("link", { name: KEY }).click();
-  await expect(page.getByRole("heading", { name: "Run history" })).toBeVisible();
-  await expect(page.locator(".runs li")).toHaveCount(2);
-  await expect(page.locator(".runs")).toContainText(`stop requested by ${ALLOWED.email}`);
+  const job = new JobPage(page, KEY);
+  await expect(job.history()).toBeVisible();
+  await expect(job.historyEntries("started")).toHaveCount(2);
+  await expect(job.historyEntries("stop")).toHaveCount(2);
+  await expect(job.historyEntries("stop").first()).toContainText(`Stop of run 2 requested by ${ALLOWED.email}`);
+  await expect(job.historyEntries("started").first()).toContainText(`Run 2 started by ${ALLOWED.email}`);
+  await expect(job.historyEntries("started").first()).toContainText("batch 20 · concurrency 2 · sleep 400 ms");
   await screenshots(page, testInfo, "real-run-detail");
 });

@@ -18,7 +18,9 @@
 //!   realtime traffic: a static run, an adaptive run, `max_rate` and `tune`;
 //! - `scale`: (6), with `--scale` instead of the others: the dry run, the
 //!   built-in graph's first and last million, the console's p95 idle and
-//!   with 10 polling tabs, the coverage check's time, peak memory.
+//!   with 10 polling tabs, the coverage check's time, peak memory;
+//! - `failures`: (7), with `--failures` instead of the others: a million
+//!   failures grouped, paged by class, searched, and exported as CSV.
 //!
 //! In-process runs use an engine runtime, as `serve` does. (2)–(5) use real
 //! processes, children of this one (`processes`): `bench-graph`
@@ -35,6 +37,7 @@ mod capacity;
 mod catch_up;
 mod console_latency;
 mod dry_run;
+mod failures;
 pub mod graph_process;
 mod http_graph;
 mod keyset_scan;
@@ -85,6 +88,13 @@ pub struct BenchArgs {
     /// console, the coverage check and the database at that many users.
     #[arg(long)]
     scale: bool,
+    /// Run only (7), the failures workbench: the grouped view, a class
+    /// page, a search and the CSV export over `--failure-rows` failures.
+    #[arg(long)]
+    failures: bool,
+    /// How many unresolved failures (7) seeds on its job.
+    #[arg(long, default_value_t = 1_000_000)]
+    failure_rows: i64,
 }
 
 pub async fn run(args: BenchArgs, runtime: &tokio::runtime::Handle) -> Result<(), String> {
@@ -118,6 +128,17 @@ async fn measure(
         seeding.as_secs_f64()
     );
     let batch = BATCH_SIZE.bounds.clamp(args.batch_size);
+
+    if args.failures {
+        executor.pool.close().await;
+        processes::create_admin(pool).await?;
+        let summary = failures::measure(pool, url, args.failure_rows).await?;
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return Ok(());
+    }
 
     if args.scale {
         executor.pool.close().await;

@@ -190,6 +190,35 @@ impl Console {
         self.time_get("/").await
     }
 
+    /// One `GET path` read chunk by chunk as it streams (nothing is kept):
+    /// the lines it held and how long it took to its last byte.
+    pub(super) async fn stream_lines(&self, path: &str) -> Result<(u64, Duration), String> {
+        let started = Instant::now();
+        let mut response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .map_err(|e| format!("GET {path} on {}: {e}", self.name))?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(format!(
+                "GET {path} on {}: {}",
+                self.name,
+                response.status()
+            ));
+        }
+        let mut lines = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("GET {path} on {}: {e}", self.name))?
+        {
+            lines += chunk.iter().filter(|&&byte| byte == b'\n').count() as u64;
+        }
+        Ok((lines, started.elapsed()))
+    }
+
     /// One `GET path` as the signed-in admin, timed to its last byte.
     pub(super) async fn time_get(&self, path: &str) -> Result<Duration, String> {
         let started = Instant::now();

@@ -1,19 +1,21 @@
 //! `/jobs/:key`: one job in full — a large progress bar, the chart of its
 //! latest run (rate and graph latency, during and after the run), a dry
 //! run's prediction of the real run, effective options, last error, its
-//! failures by reason, and its run history with each run's duration and rate.
+//! failures by reason, and its history (runs, stops, tunes, pauses, resumes
+//! and notifications) in one timeline.
 
 use super::failures_panel::{FailuresPanel, FailuresState};
 use super::format::{
     duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
 };
+use super::history::JobHistory;
 use super::jobs_table::{StatusBadge, StopButton, StopConfirmation};
 use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
 use super::progress_bar::JobProgressBar;
 use super::resource_codec::PolledResource;
 use super::run_chart::RunChart;
-use super::tune_panel::{TunePanel, TuneState, TuningHistory};
+use super::tune_panel::{TunePanel, TuneState};
 use super::wrap::Wrapped;
 use super::{use_auto_refresh, IntoSyncAny, RefreshButton};
 use crate::backfill::api::{job, CheckCoverage};
@@ -99,6 +101,7 @@ fn Detail(
     detail: JobDetail,
     on_changed: impl Fn() + Clone + Send + Sync + 'static,
 ) -> impl IntoView {
+    let history = detail.history();
     let job = detail.job;
     let rate = job
         .throughput_per_sec
@@ -208,57 +211,20 @@ fn Detail(
             finished_at=job.finished_at
             on_changed=on_changed.clone()
         />
-        <section class="card" aria-labelledby="error-title">
-            <h2 id="error-title">"Last error"</h2>
-            {match job.last_error.clone() {
-                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
-                None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
-            }}
-        </section>
         <div class="detail-grid">
+            <section class="card" aria-labelledby="error-title">
+                <h2 id="error-title">"Last error"</h2>
+                {match job.last_error.clone() {
+                    Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
+                    None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
+                }}
+            </section>
             <section class="card" aria-labelledby="options-title">
                 <h2 id="options-title">"Effective options"</h2>
                 <OptionsList options=job.options.clone() />
             </section>
-            <section class="card" aria-labelledby="runs-title">
-                <h2 id="runs-title">"Run history"</h2>
-                {if detail.runs.is_empty() {
-                    view! { <p class="empty">"No runs recorded."</p> }.into_sync_any()
-                } else {
-                    view! {
-                        <ol class="runs">
-                            {detail.runs.into_iter().map(|run| {
-                                let story = run.ended_at.map(|_| {
-                                    format!(" · took {} at {}", run_duration(&run), run_rate(&run))
-                                });
-                                let who = match (run.trigger.as_str(), run.started_by) {
-                                    ("watchdog", _) => "the watchdog (auto-resume)".to_string(),
-                                    (_, Some(email)) => email,
-                                    (trigger, None) => trigger.to_string(),
-                                };
-                                view! {
-                                    <li>
-                                        <p>
-                                            <strong>"Run " {run.run_number}</strong> " started by " <Wrapped text=who /> " "
-                                            {time_cell(Some(run.started_at))}
-                                        </p>
-                                        <p class="muted">
-                                            {run.outcome.map(|o| format!("Ended {o}")).unwrap_or_else(|| "Still running".into())}
-                                            {run.ended_at.map(|at| format!(" at {}", exact_time(at)))}
-                                            {story}
-                                            {run.stopped_by.map(|who| format!(" · stop requested by {who}"))}
-                                            " · " {thousands(run.processed)} " processed, " {thousands(run.failed)} " failed, "
-                                            {thousands(run.skipped)} " skipped"
-                                        </p>
-                                    </li>
-                                }
-                            }).collect_view()}
-                        </ol>
-                    }.into_sync_any()
-                }}
-            </section>
         </div>
-        <TuningHistory tunings=detail.tunings.clone() />
+        <JobHistory history webhook_configured=detail.webhook_configured />
         <FailuresPanel
             job_key=job.job_key.clone()
             classes=detail.failure_classes.clone()

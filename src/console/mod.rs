@@ -6,6 +6,7 @@ mod chart;
 mod failures_panel;
 mod format;
 mod guide;
+mod history;
 mod job_detail;
 mod jobs_table;
 mod latest;

@@ -1,12 +1,10 @@
 //! The brake on the job page: change a running job's max rate, concurrency
 //! and sleep without stopping it (`tune`), and the history of such changes.
 
-use super::format::{exact_time, relative_time, thousands};
+use super::format::thousands;
 use super::IntoSyncAny;
 use crate::backfill::api::Tune;
-use crate::backfill::domain::{
-    Job, NumberOption, TuneRequest, TuningRecord, CONCURRENCY, MAX_RATE, SLEEP_MS,
-};
+use crate::backfill::domain::{Job, NumberOption, TuneRequest, CONCURRENCY, MAX_RATE, SLEEP_MS};
 use leptos::prelude::*;
 
 /// The knobs `tune` changes, in the order the panel shows them.
@@ -202,40 +200,8 @@ fn milliseconds(ms: f64) -> String {
     }
 }
 
-/// Who changed which knob, when, from what to what.
-#[component]
-pub fn TuningHistory(tunings: Vec<TuningRecord>) -> impl IntoView {
-    if tunings.is_empty() {
-        return ().into_sync_any();
-    }
-    view! {
-        <section class="card" aria-labelledby="tunings-title">
-            <h2 id="tunings-title">"Tuning history"</h2>
-            <ol class="tunings">
-                {tunings
-                    .into_iter()
-                    .map(|t| {
-                        view! {
-                            <li>
-                                <p>
-                                    <strong>{label_of(&t.field)}</strong>
-                                    " " {thousands(t.old_value)} " → " {thousands(t.new_value)}
-                                </p>
-                                <p class="muted">
-                                    "by " <span class="email">{t.tuned_by}</span> " "
-                                    <time title=exact_time(t.tuned_at)>{relative_time(t.tuned_at)}</time>
-                                </p>
-                            </li>
-                        }
-                    })
-                    .collect_view()}
-            </ol>
-        </section>
-    }
-    .into_sync_any()
-}
-
-fn label_of(field: &str) -> &'static str {
+/// A knob's label, as the form names it.
+pub fn label_of(field: &str) -> &'static str {
     KNOBS
         .iter()
         .find(|option| option.field == field)

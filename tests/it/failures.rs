@@ -395,3 +395,83 @@ async fn a_failure_filter_on_a_full_run_is_refused(pool: PgPool) {
         0
     );
 }
+
+/// The counts the grouped view reads, against a count of the rows.
+async fn counts_match_rows(pool: &PgPool, step: &str) {
+    let (kept, counted): (Vec<String>, Vec<String>) = sqlx::query_as(
+        "SELECT
+             coalesce((SELECT array_agg(job_key || '/' || class || '=' || unresolved ORDER BY job_key, class)
+                       FROM identity_graph_backfill_failure_counts WHERE unresolved <> 0), '{}'),
+             coalesce((SELECT array_agg(job_key || '/' || class || '=' || n ORDER BY job_key, class)
+                       FROM (SELECT job_key, class, count(*) AS n FROM identity_graph_backfill_failures
+                             WHERE resolved_at IS NULL GROUP BY job_key, class) AS rows), '{}')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, counted, "after {step}");
+}
+
+#[sqlx::test]
+async fn the_kept_counts_follow_every_change_to_the_failures(pool: PgPool) {
+    seeded_failures(&pool).await;
+    counts_match_rows(&pool, "seeding").await;
+    // A retry that fails again, another way, and a new failure: the runner's upsert.
+    sqlx::query(
+        "INSERT INTO identity_graph_backfill_failures (job_key, user_id, class, error)
+         SELECT $1, user_id, 'connection', 'connection refused'
+         FROM unnest(ARRAY[3, 4, 305, 999]::bigint[]) AS t(user_id)
+         ON CONFLICT (job_key, user_id) DO UPDATE SET
+             class = EXCLUDED.class, error = EXCLUDED.error, resolved_at = NULL,
+             attempts = identity_graph_backfill_failures.attempts + 1",
+    )
+    .bind(JOB)
+    .execute(&pool)
+    .await
+    .unwrap();
+    counts_match_rows(&pool, "a retry that failed again").await;
+    sqlx::query(
+        "UPDATE identity_graph_backfill_failures SET resolved_at = now()
+         WHERE job_key = $1 AND user_id = ANY(ARRAY[1, 2, 3, 999]) AND resolved_at IS NULL",
+    )
+    .bind(JOB)
+    .execute(&pool)
+    .await
+    .unwrap();
+    counts_match_rows(&pool, "resolving").await;
+
+    let (_app, admin) = app_with_admin(&pool, BUILT_IN_GRAPH).await;
+    let (status, detail) = admin.job(JOB).await;
+    assert_eq!(status, 200, "{detail}");
+    let total: i64 = detail["failure_classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(detail["unresolved_failures"], json!(total));
+    assert_eq!(
+        total,
+        300 - 3 + 1,
+        "300 seeded, 3 resolved, user 305 failed again"
+    );
+
+    // A renamed key carries its failures (ON UPDATE CASCADE), then the job goes.
+    sqlx::query("UPDATE identity_graph_backfill_jobs SET job_key = 'renamed' WHERE job_key = $1")
+        .bind(JOB)
+        .execute(&pool)
+        .await
+        .unwrap();
+    counts_match_rows(&pool, "renaming the job").await;
+    sqlx::query("DELETE FROM identity_graph_backfill_jobs WHERE job_key = 'renamed'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    counts_match_rows(&pool, "deleting the job").await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM identity_graph_backfill_failure_counts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "a deleted job leaves no counts behind");
+}

@@ -134,3 +134,74 @@ async fn the_heartbeat_records_the_chart_and_it_outlives_the_run(pool: PgPool) {
         0
     );
 }
+
+#[sqlx::test]
+async fn the_history_tells_who_started_tuned_stopped_and_what_the_watchdog_resumed(pool: PgPool) {
+    seed(&pool, 3_000).await;
+    let (replica, graph) = Replica::and_graph(&pool, &[]).await;
+    graph.behave(|_, _| crate::harness::graph::Reply::Slow(std::time::Duration::from_millis(5)));
+    // Run 1 pauses on its cap; the watchdog resumes it as run 2.
+    let row = replica
+        .run(
+            json!({"job_key": "told", "batch_size": 20, "sleep_ms": 0, "concurrency": 1,
+                    "max_runtime_ms": 1000, "max_rate": 700}),
+        )
+        .await;
+    assert_eq!(row.pause_reason(), Some(PauseReason::MaxRuntime));
+    assert_eq!(replica.watchdog_tick().await.unwrap(), ["told"]);
+    wait_for("run 2 to be running", async || {
+        job_row(&pool, "told").await.status() == Some(JobStatus::Running)
+    })
+    .await;
+    let tuned: TuneRequest =
+        serde_json::from_value(json!({"job_key": "told", "max_rate": 300})).unwrap();
+    replica
+        .engine
+        .tune(&tuned, "oncall@example.com")
+        .await
+        .unwrap();
+    replica
+        .engine
+        .stop("told", "lead@example.com")
+        .await
+        .unwrap();
+    wait_until_idle(&pool, "told").await;
+
+    let detail = replica.detail("told").await.unwrap();
+    let first = detail.runs.iter().find(|run| run.run_number == 1).unwrap();
+    let options = first
+        .options
+        .as_ref()
+        .expect("a run keeps the options it started with");
+    assert_eq!((options.batch_size, options.max_rate), (20, 700));
+    let history = detail.history();
+    let told: Vec<String> = history
+        .entries
+        .iter()
+        .map(|entry| match &entry.event {
+            HistoryEvent::RunStarted { run_number, by, .. } => {
+                format!("run {run_number} by {by:?}")
+            }
+            HistoryEvent::StopRequested { run_number, by } => format!("stop {run_number} by {by}"),
+            HistoryEvent::RunEnded { run, outcome } => format!("run {} {outcome}", run.run_number),
+            HistoryEvent::Tuned(t) => format!(
+                "{} {}→{} by {}",
+                t.field, t.old_value, t.new_value, t.tuned_by
+            ),
+            HistoryEvent::Notified(n) => format!("notified {}", n.event),
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "run 2 stopped",
+            "stop 2 by lead@example.com",
+            "max_rate 700→300 by oncall@example.com",
+            "run 2 by Watchdog",
+            "run 1 paused (max-runtime)",
+            "run 1 by Admin(\"ops@example.com\")",
+        ],
+        "newest first; no webhook is set, so no notification was tried"
+    );
+    assert!(!history.older_hidden);
+}

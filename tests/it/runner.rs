@@ -148,7 +148,7 @@ async fn claim_job(pool: &PgPool, graph: &Arc<TestGraph>, key: &str, mut json: V
         .await
         .unwrap()
         .expect("the job is startable");
-    let run_id = store::insert_run(&mut tx, key, "operator", Some(OPERATOR), &token)
+    let run_id = store::insert_run(&mut tx, key, "operator", Some(OPERATOR), &token, &options)
         .await
         .unwrap();
     tx.commit().await.unwrap();

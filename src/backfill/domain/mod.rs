@@ -7,9 +7,11 @@
 //! - [`options`]: the start options, each declared once;
 //! - [`views`]: the shapes the API returns;
 //! - [`failures`]: failures by class, their filter and their pages;
+//! - [`history`]: a job's runs, stops, tunes and notifications as one timeline;
 //! - [`timestamp`]: the instants in them, and their calendar fields.
 
 pub mod failures;
+pub mod history;
 pub mod job_key;
 pub mod notifications;
 pub mod options;
@@ -18,6 +20,7 @@ pub mod timestamp;
 pub mod views;
 
 pub use failures::*;
+pub use history::*;
 pub use job_key::*;
 pub use notifications::*;
 pub use options::*;

@@ -221,10 +221,19 @@ pub struct RunRecord {
     pub ended_at: Option<Timestamp>,
     pub outcome: Option<String>,
     pub stopped_by: Option<String>,
+    /// When `stopped_by` asked the run to stop.
+    #[serde(default)]
+    pub stopped_at: Option<Timestamp>,
     pub processed: i64,
     pub failed: i64,
     pub skipped: i64,
     pub owner: String,
+    /// The options the run started with; `None` for runs recorded before
+    /// runs kept them, or written by a release whose options this one
+    /// cannot read.
+    #[serde(default)]
+    #[cfg_attr(feature = "ssr", sqlx(skip))]
+    pub options: Option<StartOptions>,
 }
 
 impl RunRecord {
@@ -300,16 +309,32 @@ pub struct JobDetail {
     /// Unresolved failures by class, largest first.
     #[serde(default)]
     pub failure_classes: Vec<FailureClassCount>,
+    /// The latest runs, newest first (at most [`super::HISTORY_RUNS`]).
     pub runs: Vec<RunRecord>,
-    /// The latest changes `tune` made to the job's knobs, newest first.
+    /// The latest changes `tune` made to the job's knobs, newest first (at
+    /// most [`super::HISTORY_TUNINGS`]).
     #[serde(default)]
     pub tunings: Vec<TuningRecord>,
-    /// The job's latest notifications, newest first.
+    /// The job's latest notifications, newest first (at most
+    /// [`super::HISTORY_NOTIFICATIONS`]).
     #[serde(default)]
     pub notifications: Vec<NotificationRecord>,
     /// Whether the replica that answered has `NOTIFY_WEBHOOK_URL` set.
     #[serde(default)]
     pub webhook_configured: bool,
+}
+
+impl JobDetail {
+    /// Runs, stops, pauses, resumes, tunes and notifications in one
+    /// timeline, newest first.
+    pub fn history(&self) -> super::History {
+        super::job_history(
+            &self.runs,
+            &self.tunings,
+            &self.notifications,
+            self.webhook_configured,
+        )
+    }
 }
 
 /// What a caller sends to `tune`: the job, and any of the knobs a running

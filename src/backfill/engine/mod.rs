@@ -282,7 +282,7 @@ impl Engine {
                 format!("job {key} changed while starting; try again"),
             ));
         };
-        let run_id = store::insert_run(&mut tx, &key, "operator", Some(actor), &token)
+        let run_id = store::insert_run(&mut tx, &key, "operator", Some(actor), &token, &options)
             .await
             .map_err(&db)?;
         tx.commit().await.map_err(&db)?;
@@ -370,11 +370,7 @@ impl Engine {
                 tracing::info!(job_key = %key, %actor, status = row.status.as_str(), "stop requested");
                 row
             }
-            None => store::get_job(pool, key.as_str())
-                .await
-                .map_err(&db)?
-                .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
-                .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?,
+            None => shown(store::get_job(pool, key.as_str()).await.map_err(&db)?, &key)?,
         };
         self.with_live_run(key.as_str(), |live| live.signals.stop.cancel());
         Ok(StopResponse {
@@ -496,11 +492,10 @@ impl Engine {
         let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
             .map_err(&db)?;
-        store::get_job(&mut *tx, key.as_str())
-            .await
-            .map_err(&db)?
-            .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
-            .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        shown(
+            store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
+            &key,
+        )?;
         let failures = store::failures_page(&mut *tx, key.as_str(), &filter, after, limit)
             .await
             .map_err(&db)?;
@@ -530,6 +525,7 @@ impl Engine {
             key.as_str().to_string(),
             filter,
             EXPORT_PAGE_ROWS,
+            self.console_timeout(),
         ))
     }
 
@@ -540,17 +536,13 @@ impl Engine {
         let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
             .map_err(&db)?;
-        store::get_job(&mut *tx, key.as_str())
-            .await
-            .map_err(&db)?
-            .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
-            .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        shown(
+            store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
+            &key,
+        )?;
         Ok(key)
     }
 
-    /// One job in full. Every statement is bounded by the console's
-    /// statement timeout; the coverage shown is the stored check (see
-    /// [`Engine::check_coverage`]), never counted here.
     /// Fills each job's `last_run`, and the latest run's chart for the jobs
     /// `charted` picks.
     async fn attach_runs(
@@ -585,17 +577,19 @@ impl Engine {
         Ok(())
     }
 
+    /// One job in full. Every statement is bounded by the console's
+    /// statement timeout; the coverage shown is the stored check (see
+    /// [`Engine::check_coverage`]), never counted here.
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
         let key = JobKey::parse_existing(job_key)?;
         let db = self.console_error("reading the job");
         let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
             .map_err(&db)?;
-        let row = store::get_job(&mut *tx, key.as_str())
-            .await
-            .map_err(&db)?
-            .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
-            .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+        let row = shown(
+            store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
+            &key,
+        )?;
         let mut job = row.to_job(self.runtime_default());
         self.attach_runs(std::slice::from_mut(&mut job), |_| true)
             .await
@@ -611,18 +605,22 @@ impl Engine {
             unresolved_failures: store::unresolved_failure_count(&mut *tx, key.as_str())
                 .await
                 .map_err(&db)?,
-            runs: store::recent_runs(&mut *tx, key.as_str(), 20)
+            runs: store::recent_runs(&mut *tx, key.as_str(), HISTORY_RUNS)
                 .await
                 .map_err(&db)?,
-            tunings: store::recent_tunings(&mut *tx, key.as_str(), 20)
+            tunings: store::recent_tunings(&mut *tx, key.as_str(), HISTORY_TUNINGS)
                 .await
                 .map_err(&db)?,
             failure_classes: store::failure_classes(&mut *tx, key.as_str())
                 .await
                 .map_err(&db)?,
-            notifications: store::recent_notifications(&mut *tx, key.as_str(), 10)
-                .await
-                .map_err(&db)?,
+            notifications: store::recent_notifications(
+                &mut *tx,
+                key.as_str(),
+                HISTORY_NOTIFICATIONS,
+            )
+            .await
+            .map_err(&db)?,
             webhook_configured: self.inner.settings.notify.webhook_url.is_some(),
             job,
         };
@@ -643,10 +641,8 @@ impl Engine {
                 .map_err(&db)?;
             let row = store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?;
             tx.commit().await.map_err(&db)?;
-            row
-        }
-        .filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
-        .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))?;
+            shown(row, &key)?
+        };
         let job = row.to_job(self.runtime_default());
         if job.status.is_active() {
             return Err(AppError::validation(
@@ -832,4 +828,11 @@ fn capitalized(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// A job the console shows: it exists and is not archived. Anything else
+/// is `NOT_FOUND`, the same answer for every call that names a job.
+fn shown(row: Option<JobRow>, key: &JobKey) -> Result<JobRow, AppError> {
+    row.filter(|row| row.status().is_some_and(|s| s != JobStatus::Archived))
+        .ok_or_else(|| AppError::not_found(format!("there is no job {key}")))
 }

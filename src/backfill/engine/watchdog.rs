@@ -37,7 +37,8 @@ impl Engine {
                 return Ok(false);
             }
         };
-        let run_id = store::insert_run(&mut tx, job_key, "watchdog", None, &token).await?;
+        let run_id =
+            store::insert_run(&mut tx, job_key, "watchdog", None, &token, &options).await?;
         tx.commit().await?;
         tracing::info!(%job_key, "watchdog resumed the run");
         self.spawn(&row, options, run_id, token);

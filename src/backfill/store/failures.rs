@@ -11,9 +11,9 @@ pub async fn failure_classes(
     job_key: &str,
 ) -> Result<Vec<FailureClassCount>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT class, count(*) AS count FROM identity_graph_backfill_failures
-         WHERE job_key = $1 AND resolved_at IS NULL
-         GROUP BY class ORDER BY count DESC, class",
+        "SELECT class, unresolved AS count FROM identity_graph_backfill_failure_counts
+         WHERE job_key = $1 AND unresolved > 0
+         ORDER BY unresolved DESC, class",
     )
     .bind(job_key)
     .fetch_all(db)
@@ -52,6 +52,7 @@ pub fn stream_failures(
     job_key: String,
     filter: FailureFilter,
     page: i64,
+    statement_timeout: std::time::Duration,
 ) -> impl futures::Stream<Item = Result<Vec<FailureRecord>, sqlx::Error>> + Send + 'static {
     futures::stream::try_unfold(Some(0_i64), move |after| {
         let (pool, job_key, filter) = (pool.clone(), job_key.clone(), filter.clone());
@@ -59,7 +60,12 @@ pub fn stream_failures(
             let Some(after) = after else {
                 return Ok(None);
             };
-            let rows = failures_page(&pool, &job_key, &filter, after, page).await?;
+            // Each page is a console query like any other: bounded, so a
+            // locked or overloaded table ends the export instead of holding
+            // a connection.
+            let mut tx = super::bounded(&pool, statement_timeout).await?;
+            let rows = failures_page(&mut *tx, &job_key, &filter, after, page).await?;
+            tx.commit().await?;
             if rows.is_empty() {
                 return Ok(None);
             }
