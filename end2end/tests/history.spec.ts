@@ -40,7 +40,11 @@ test("the job's history tells every run, tune, stop and notification in one time
     .poll(
       async () => {
         await page.reload();
-        return job.historyEntries("notified").filter({ hasText: "delivered after 2 attempts" }).count();
+        return job
+          .historyEntries("notified")
+          .filter({ has: page.locator(".delivery", { hasText: "delivered" }) })
+          .filter({ hasText: "after 2 attempts" })
+          .count();
       },
       { timeout: 20_000 },
     )

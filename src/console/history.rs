@@ -191,36 +191,36 @@ fn notified(notification: NotificationRecord) -> (AnyView, Option<String>) {
             format!("{n} attempts")
         }
     };
-    let last = notification
+    let answered = notification
         .last_outcome
         .as_deref()
-        .map(|outcome| format!(" · last answer: {outcome}"))
+        .map(|outcome| format!("; last answer: {outcome}"))
         .unwrap_or_default();
-    let (state_class, detail) = match notification.state.as_str() {
+    let (state_class, badge, detail) = match notification.state.as_str() {
         "delivered" => (
             "delivered",
-            format!("delivered after {}", attempts(notification.attempts)),
+            "delivered",
+            format!("after {}", attempts(notification.attempts)),
         ),
         "expired" => (
             "expired",
+            "given up",
             format!(
-                "given up after {}{last}: too old to be news",
+                "after {}{answered}: too old to be news",
                 attempts(notification.attempts)
             ),
         ),
-        _ if notification.attempts == 0 => ("pending", "waiting to be sent".to_string()),
+        _ if notification.attempts == 0 => ("pending", "waiting", "not sent yet".to_string()),
         _ => (
             "pending",
-            format!(
-                "not delivered yet: {}{last}; retrying",
-                attempts(notification.attempts)
-            ),
+            "retrying",
+            format!("{} so far{answered}", attempts(notification.attempts)),
         ),
     };
     (
         view! {
             "Webhook told: " <strong>{event}</strong> " "
-            <span class=format!("delivery {state_class}")>{state_class}</span>
+            <span class=format!("delivery {state_class}")>{badge}</span>
         }
         .into_sync_any(),
         Some(detail),

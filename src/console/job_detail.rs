@@ -211,20 +211,20 @@ fn Detail(
             finished_at=job.finished_at
             on_changed=on_changed.clone()
         />
+        <section class="card" aria-labelledby="error-title">
+            <h2 id="error-title">"Last error"</h2>
+            {match job.last_error.clone() {
+                Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
+                None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
+            }}
+        </section>
         <div class="detail-grid">
-            <section class="card" aria-labelledby="error-title">
-                <h2 id="error-title">"Last error"</h2>
-                {match job.last_error.clone() {
-                    Some(error) => view! { <pre class="error-block">{error}</pre> }.into_sync_any(),
-                    None => view! { <p class="muted">"No error recorded."</p> }.into_sync_any(),
-                }}
-            </section>
+            <JobHistory history webhook_configured=detail.webhook_configured />
             <section class="card" aria-labelledby="options-title">
                 <h2 id="options-title">"Effective options"</h2>
                 <OptionsList options=job.options.clone() />
             </section>
         </div>
-        <JobHistory history webhook_configured=detail.webhook_configured />
         <FailuresPanel
             job_key=job.job_key.clone()
             classes=detail.failure_classes.clone()
