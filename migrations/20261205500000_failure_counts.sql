@@ -10,6 +10,12 @@
 -- counter rows add no new contention. No foreign key: deleting a job
 -- cascades to its failures, whose trigger then zeroes (and removes) the
 -- counts after the job row is gone.
+-- Replicas of the previous release keep recording failures while this
+-- runs (docs/upgrades.md): hold their writes until the counts and the
+-- triggers are both in place, so no batch falls between the count and the
+-- trigger.
+LOCK TABLE identity_graph_backfill_failures IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE identity_graph_backfill_failure_counts (
     job_key    text NOT NULL,
     class      text NOT NULL,

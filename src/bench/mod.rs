@@ -117,6 +117,18 @@ async fn measure(
         .await
         .map_err(|e| e.to_string())?;
 
+    if args.failures {
+        // (7) reads failures only; it seeds its own.
+        executor.pool.close().await;
+        processes::create_admin(pool).await?;
+        let summary = failures::measure(pool, url, args.failure_rows).await?;
+        println!();
+        for line in summary {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+
     let seeded = Instant::now();
     crate::server::seed::seed_demo_users(pool, args.users)
         .await
@@ -128,17 +140,6 @@ async fn measure(
         seeding.as_secs_f64()
     );
     let batch = BATCH_SIZE.bounds.clamp(args.batch_size);
-
-    if args.failures {
-        executor.pool.close().await;
-        processes::create_admin(pool).await?;
-        let summary = failures::measure(pool, url, args.failure_rows).await?;
-        println!();
-        for line in summary {
-            println!("{line}");
-        }
-        return Ok(());
-    }
 
     if args.scale {
         executor.pool.close().await;

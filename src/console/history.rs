@@ -18,10 +18,28 @@ use leptos::prelude::*;
 /// Entries shown before "Show all".
 const FIRST_ENTRIES: usize = 12;
 
+/// Whether the whole history is open, owned by the job page rather than by
+/// the card: the page re-renders its cards at every poll, and an open
+/// history must stay open.
+#[derive(Clone, Copy)]
+pub struct HistoryState {
+    show_all: RwSignal<bool>,
+}
+
+impl HistoryState {
+    pub fn provide() {
+        provide_context(Self {
+            show_all: RwSignal::new(false),
+        });
+    }
+}
+
 #[component]
 pub fn JobHistory(history: History, webhook_configured: bool) -> impl IntoView {
     let total = history.entries.len();
-    let show_all = RwSignal::new(false);
+    let show_all = use_context::<HistoryState>()
+        .map(|state| state.show_all)
+        .unwrap_or_else(|| RwSignal::new(false));
     let entries = StoredValue::new(history.entries);
     let webhook_note = (!webhook_configured).then(|| {
         view! {
@@ -201,6 +219,11 @@ fn notified(notification: NotificationRecord) -> (AnyView, Option<String>) {
             "delivered",
             "delivered",
             format!("after {}", attempts(notification.attempts)),
+        ),
+        "expired" if notification.attempts == 0 => (
+            "expired",
+            "given up",
+            "never sent: too old to be news when a notifier came".to_string(),
         ),
         "expired" => (
             "expired",

@@ -8,7 +8,7 @@ use super::failures_panel::{FailuresPanel, FailuresState};
 use super::format::{
     duration_ms, duration_secs, exact_time, machine_time, relative_time, thousands,
 };
-use super::history::JobHistory;
+use super::history::{HistoryState, JobHistory};
 use super::jobs_table::{StatusBadge, StopButton, StopConfirmation};
 use super::latest::latest_ok;
 use super::live_title::{job_title, LiveTitle};
@@ -40,6 +40,7 @@ pub fn JobDetailPage() -> impl IntoView {
     let latest = latest_ok(detail);
     StopConfirmation::provide();
     TuneState::provide();
+    HistoryState::provide();
     FailuresState::provide(key, refresh);
     // A coverage check in the background polls like a run, so its result
     // shows within seconds of being stored.

@@ -1,5 +1,6 @@
 //! The brake on the job page: change a running job's max rate, concurrency
-//! and sleep without stopping it (`tune`), and the history of such changes.
+//! and sleep without stopping it (`tune`). Each change is an entry of the
+//! job's history (`history.rs`).
 
 use super::format::thousands;
 use super::IntoSyncAny;

@@ -4,10 +4,11 @@
 //! notification the webhook was told.
 //!
 //! The `job` answer carries the latest of each kind (runs, tunings,
-//! notifications, up to the limits below); [`job_history`] merges them,
-//! newest first. Where one kind was cut at its limit, older entries of the
-//! other kinds would be out of context, so the timeline ends at the oldest
-//! entry every kind still covers, and says that older history exists.
+//! notifications): up to the limits below, and one more when there are
+//! more, which says that kind was cut. [`job_history`] merges them, newest
+//! first. Where one kind was cut, older entries of the other kinds would be
+//! out of context, so the timeline ends at the oldest entry every kind
+//! still covers, and says that older history exists.
 
 use super::notifications::NotificationRecord;
 use super::options::StartOptions;
@@ -113,6 +114,18 @@ pub fn job_history(
     notifications: &[NotificationRecord],
     webhook_configured: bool,
 ) -> History {
+    // The rows past a limit only say that their kind was cut.
+    let horizon = [
+        cut_at(runs, HISTORY_RUNS, |run| run.started_at),
+        cut_at(tunings, HISTORY_TUNINGS, |tuning| tuning.tuned_at),
+        cut_at(notifications, HISTORY_NOTIFICATIONS, |n| n.created_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let runs = shown(runs, HISTORY_RUNS);
+    let tunings = shown(tunings, HISTORY_TUNINGS);
+    let notifications = shown(notifications, HISTORY_NOTIFICATIONS);
     let mut entries = Vec::new();
     for run in runs {
         let by = match (run.trigger.as_str(), &run.started_by) {
@@ -161,15 +174,7 @@ pub fn job_history(
             }),
     );
 
-    // A kind cut at its limit covers only back to its oldest entry.
-    let horizon = [
-        cut_at(runs, HISTORY_RUNS, |run| run.started_at),
-        cut_at(tunings, HISTORY_TUNINGS, |tuning| tuning.tuned_at),
-        cut_at(notifications, HISTORY_NOTIFICATIONS, |n| n.created_at),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
+    // A cut kind covers only back to its oldest entry shown.
     let before = entries.len();
     if let Some(horizon) = horizon {
         entries.retain(|entry| entry.at.timestamp_millis() >= horizon);
@@ -211,10 +216,21 @@ fn latest_run_started(runs: &[RunRecord], started: impl Fn(i64) -> bool) -> i32 
         .unwrap_or(0)
 }
 
-/// The oldest instant of a list that reached its limit (so it may be cut).
+/// The first `limit` items (newest first): the ones the timeline shows.
+fn shown<T>(items: &[T], limit: i64) -> &[T] {
+    &items[..items.len().min(limit as usize)]
+}
+
+/// For a list that holds more than `limit` items (it was cut), the oldest
+/// instant among those shown.
 fn cut_at<T>(items: &[T], limit: i64, at: impl Fn(&T) -> Timestamp) -> Option<i64> {
-    (items.len() as i64 >= limit)
-        .then(|| items.iter().map(|item| at(item).timestamp_millis()).min())
+    (items.len() as i64 > limit)
+        .then(|| {
+            shown(items, limit)
+                .iter()
+                .map(|item| at(item).timestamp_millis())
+                .min()
+        })
         .flatten()
 }
 
@@ -328,9 +344,10 @@ mod tests {
 
     #[test]
     fn a_kind_cut_at_its_limit_ends_the_timeline_where_it_was_cut() {
-        // 20 runs from second 1000 on: older tunings and notifications would
-        // sit beside runs that are not shown, so they are left out.
-        let runs: Vec<RunRecord> = (0..HISTORY_RUNS)
+        // One run more than the limit, from second 1000 on: the oldest is
+        // not shown, and older tunings and notifications would sit beside
+        // runs that are not shown, so they are left out.
+        let runs: Vec<RunRecord> = (0..=HISTORY_RUNS)
             .rev()
             .map(|n| {
                 run(
@@ -351,7 +368,12 @@ mod tests {
         }];
         let history = job_history(&runs, &tunings, &[], true);
         assert!(history.older_hidden);
-        assert!(history.entries.iter().all(|e| e.at >= at(1000)));
+        assert!(history.entries.iter().all(|e| e.at >= at(1010)));
         assert_eq!(history.entries.len(), 2 * HISTORY_RUNS as usize);
+
+        // Exactly the limit: nothing was cut, everything shows.
+        let history = job_history(&runs[..HISTORY_RUNS as usize], &tunings, &[], true);
+        assert!(!history.older_hidden);
+        assert_eq!(history.entries.len(), 2 * HISTORY_RUNS as usize + 1);
     }
 }

@@ -309,14 +309,15 @@ pub struct JobDetail {
     /// Unresolved failures by class, largest first.
     #[serde(default)]
     pub failure_classes: Vec<FailureClassCount>,
-    /// The latest runs, newest first (at most [`super::HISTORY_RUNS`]).
+    /// The latest runs, newest first: [`super::HISTORY_RUNS`], and one more
+    /// when there are more (see [`super::job_history`]).
     pub runs: Vec<RunRecord>,
-    /// The latest changes `tune` made to the job's knobs, newest first (at
-    /// most [`super::HISTORY_TUNINGS`]).
+    /// The latest changes `tune` made to the job's knobs, newest first
+    /// ([`super::HISTORY_TUNINGS`], and one more when there are more).
     #[serde(default)]
     pub tunings: Vec<TuningRecord>,
-    /// The job's latest notifications, newest first (at most
-    /// [`super::HISTORY_NOTIFICATIONS`]).
+    /// The job's latest notifications, newest first
+    /// ([`super::HISTORY_NOTIFICATIONS`], and one more when there are more).
     #[serde(default)]
     pub notifications: Vec<NotificationRecord>,
     /// Whether the replica that answered has `NOTIFY_WEBHOOK_URL` set.

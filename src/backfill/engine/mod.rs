@@ -605,10 +605,10 @@ impl Engine {
             unresolved_failures: store::unresolved_failure_count(&mut *tx, key.as_str())
                 .await
                 .map_err(&db)?,
-            runs: store::recent_runs(&mut *tx, key.as_str(), HISTORY_RUNS)
+            runs: store::recent_runs(&mut *tx, key.as_str(), HISTORY_RUNS + 1)
                 .await
                 .map_err(&db)?,
-            tunings: store::recent_tunings(&mut *tx, key.as_str(), HISTORY_TUNINGS)
+            tunings: store::recent_tunings(&mut *tx, key.as_str(), HISTORY_TUNINGS + 1)
                 .await
                 .map_err(&db)?,
             failure_classes: store::failure_classes(&mut *tx, key.as_str())
@@ -617,7 +617,7 @@ impl Engine {
             notifications: store::recent_notifications(
                 &mut *tx,
                 key.as_str(),
-                HISTORY_NOTIFICATIONS,
+                HISTORY_NOTIFICATIONS + 1,
             )
             .await
             .map_err(&db)?,

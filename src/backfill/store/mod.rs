@@ -899,7 +899,7 @@ pub async fn recent_failures(
 /// counting a million unresolved rows on every poll took about 130 ms.
 const UNRESOLVED_FAILURE_COUNT: &str =
     "SELECT coalesce(sum(unresolved), 0)::bigint FROM identity_graph_backfill_failure_counts
-     WHERE job_key = $1";
+     WHERE job_key = $1 AND unresolved > 0";
 
 pub async fn unresolved_failure_count(
     db: impl sqlx::PgExecutor<'_>,
@@ -934,11 +934,20 @@ pub async fn recent_runs(
     Ok(rows
         .into_iter()
         .map(|row| RunRecord {
-            // Options another release wrote and this one cannot read are
-            // left out of the history rather than failing the page.
-            options: row
-                .options
-                .and_then(|json| serde_json::from_value(json.0).ok()),
+            // Read as a job's stored options are: a field another release
+            // added is ignored, one it dropped takes its default; options
+            // this release cannot read at all are left out of the history
+            // rather than failing the page.
+            options: row.options.and_then(|json| {
+                let dry_run = json.0.get("dry_run").and_then(|v| v.as_bool()) == Some(true);
+                StartOptions::from_stored(
+                    &json.0,
+                    job_key,
+                    dry_run,
+                    MAX_RUNTIME_MS.bounds.default as u64,
+                )
+                .ok()
+            }),
             ..row.run
         })
         .collect())
