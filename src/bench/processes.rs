@@ -190,24 +190,26 @@ impl Console {
         self.time_get("/").await
     }
 
-    /// One `GET path` read chunk by chunk as it streams (nothing is kept):
-    /// the lines it held and how long it took to its last byte.
-    pub(super) async fn stream_lines(&self, path: &str) -> Result<(u64, Duration), String> {
-        let started = Instant::now();
-        let mut response = self
+    /// `GET path` as the signed-in admin, refused unless it answers 200.
+    async fn get_ok(&self, path: &str) -> Result<reqwest::Response, String> {
+        let response = self
             .client
             .get(format!("{}{path}", self.base))
             .header("cookie", &self.cookie)
             .send()
             .await
             .map_err(|e| format!("GET {path} on {}: {e}", self.name))?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(format!(
-                "GET {path} on {}: {}",
-                self.name,
-                response.status()
-            ));
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(response),
+            status => Err(format!("GET {path} on {}: {status}", self.name)),
         }
+    }
+
+    /// One `GET path` read chunk by chunk as it streams (nothing is kept):
+    /// the lines it held and how long it took to its last byte.
+    pub(super) async fn stream_lines(&self, path: &str) -> Result<(u64, Duration), String> {
+        let started = Instant::now();
+        let mut response = self.get_ok(path).await?;
         let mut lines = 0u64;
         while let Some(chunk) = response
             .chunk()
@@ -222,18 +224,8 @@ impl Console {
     /// One `GET path` as the signed-in admin, timed to its last byte.
     pub(super) async fn time_get(&self, path: &str) -> Result<Duration, String> {
         let started = Instant::now();
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .map_err(|e| format!("GET {path} on {}: {e}", self.name))?;
-        let status = response.status();
+        let response = self.get_ok(path).await?;
         response.bytes().await.map_err(|e| e.to_string())?;
-        if status != reqwest::StatusCode::OK {
-            return Err(format!("GET {path} on {}: {status}", self.name));
-        }
         Ok(started.elapsed())
     }
 }
