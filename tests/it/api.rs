@@ -211,6 +211,7 @@ async fn a_rehearsal_on_a_named_key_never_moves_the_real_job(pool: PgPool) {
     );
     // The run's end checks its coverage in the background, once.
     wait_for_coverage(&pool, "q1").await;
+    admin.wait_until_no_check_runs("q1").await;
     let (_, done) = admin.job("q1").await;
     assert_eq!(done["job"]["status"], "completed");
     let eligible = eligible_ids(&pool).await.len() as i64;

@@ -265,6 +265,16 @@ impl Admin {
     pub async fn check_coverage(&self, key: &str) -> (u16, Value) {
         self.send("check_coverage", json!({"job_key": key})).await
     }
+
+    /// Waits until no coverage check of `key` runs in the server. A check
+    /// stores its result a moment before its task ends, and a "Check again"
+    /// in that moment joins it instead of counting anew.
+    pub async fn wait_until_no_check_runs(&self, key: &str) {
+        wait_for("the job's coverage check to end", async || {
+            self.job(key).await.1["coverage_checking"] == false
+        })
+        .await;
+    }
 }
 
 /// The app, in this process, on a loopback port.

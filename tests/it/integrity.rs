@@ -63,10 +63,15 @@ async fn connected_to(pool: &PgPool, user_id: i64) -> Vec<i64> {
 }
 
 /// The job's coverage, counted now ("Check again"): the source changed
-/// since the run's own check, which is waited for first (a request while a
-/// check runs gets that check's result).
+/// since the run's own check, which is waited for first, until its task has
+/// ended too (a request while a check runs gets that check's result, and a
+/// check stores its result a moment before its task ends).
 async fn coverage(replica: &Replica, key: &str) -> Coverage {
     wait_for_coverage(&replica.pool, key).await;
+    wait_for("the run's own coverage check to end", async || {
+        !replica.detail(key).await.unwrap().coverage_checking
+    })
+    .await;
     replica
         .check_coverage(key)
         .await

@@ -16,6 +16,7 @@ async fn run_and_check(pool: &PgPool, admin: &Admin, key: &str) {
         .await;
     assert_eq!(status, 200, "{body}");
     wait_for_coverage(pool, key).await;
+    admin.wait_until_no_check_runs(key).await;
 }
 
 /// Holds `lock` (e.g. `LOCK TABLE users IN ACCESS EXCLUSIVE MODE`) until
