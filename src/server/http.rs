@@ -6,6 +6,7 @@ use crate::{
     access::ssr::{session_admin, AccessState},
     app::{shell, App},
     backfill::{
+        domain::json_kind,
         engine::{Engine, RunExecutor},
         sinks,
     },
@@ -550,17 +551,6 @@ async fn api_admission(State(state): State<AppState>, req: Request, next: Next) 
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// Pages need a session: a signed-out visit goes to `/login`, and a signed-in

@@ -466,7 +466,8 @@ fn whole_number(field: &str, value: &serde_json::Value) -> Result<i64, String> {
     }
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
+/// What kind of JSON value `value` is, as an error message names it.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

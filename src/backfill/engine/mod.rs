@@ -489,13 +489,7 @@ impl Engine {
         let limit = failures_page_size(request.limit)?;
         let after = request.after_user_id.unwrap_or(0);
         let db = self.console_error("reading failures");
-        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
-            .await
-            .map_err(&db)?;
-        shown(
-            store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
-            &key,
-        )?;
+        let (mut tx, _) = self.read_shown_job(&key, "reading failures").await?;
         let failures = store::failures_page(&mut *tx, key.as_str(), &filter, after, limit)
             .await
             .map_err(&db)?;
@@ -532,15 +526,27 @@ impl Engine {
     /// The key of a job that exists and is not archived, or `NOT_FOUND`.
     async fn existing_job(&self, job_key: &str) -> Result<JobKey, AppError> {
         let key = JobKey::parse_existing(job_key)?;
-        let db = self.console_error("reading the job");
+        self.read_shown_job(&key, "reading the job").await?;
+        Ok(key)
+    }
+
+    /// Opens a console transaction (every statement bounded by
+    /// `CONSOLE_STATEMENT_TIMEOUT_MS`) and reads the job in it: one that
+    /// exists and is not archived, or `NOT_FOUND`.
+    async fn read_shown_job(
+        &self,
+        key: &JobKey,
+        doing: &'static str,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, JobRow), AppError> {
+        let db = self.console_error(doing);
         let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
             .await
             .map_err(&db)?;
-        shown(
+        let row = shown(
             store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
-            &key,
+            key,
         )?;
-        Ok(key)
+        Ok((tx, row))
     }
 
     /// Fills each job's `last_run`, and the latest run's chart for the jobs
@@ -583,13 +589,7 @@ impl Engine {
     pub async fn detail(&self, job_key: &str) -> Result<JobDetail, AppError> {
         let key = JobKey::parse_existing(job_key)?;
         let db = self.console_error("reading the job");
-        let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
-            .await
-            .map_err(&db)?;
-        let row = shown(
-            store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?,
-            &key,
-        )?;
+        let (mut tx, row) = self.read_shown_job(&key, "reading the job").await?;
         let mut job = row.to_job(self.runtime_default());
         self.attach_runs(std::slice::from_mut(&mut job), |_| true)
             .await
