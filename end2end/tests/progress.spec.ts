@@ -18,7 +18,8 @@ test("a running job shows its progress as bars, a chart of its rate and the tab 
 
   // Every row has a bar; the running one says how much of the source is covered.
   const rows = page.getByRole("row").filter({ has: page.getByRole("link") });
-  await expect(rows.first()).toBeVisible();
+  // The list refetches after the start: count once the new job's row is in.
+  await expect(console.row(KEY)).toBeVisible();
   await expect(page.getByRole("progressbar")).toHaveCount(await rows.count());
   await expect(console.progressBar(KEY)).toHaveAttribute("aria-valuetext", /% of the source covered/, { timeout: 15_000 });
   await expect(page).toHaveTitle(new RegExp(`^▶ ~?(<1|\\d+)% · ${KEY}`));

@@ -56,10 +56,12 @@ async fn runs_live_on_the_engine_runtime(pool: PgPool) {
     engine.start(&slow_run("moving"), OPERATOR).await.unwrap();
     wait_for_cursor(&pool, "moving", 10).await;
     let before = cursor(&pool, "moving").await;
-    std::thread::sleep(Duration::from_secs(1));
+    // On the caller's runtime it would not move at all; two batches prove it
+    // moved, whatever the machine's load.
+    std::thread::sleep(Duration::from_secs(3));
     let after = cursor(&pool, "moving").await;
     assert!(
-        after - before >= 50,
+        after - before >= 20,
         "the run moved from {before} to {after} while the caller's thread was blocked"
     );
 

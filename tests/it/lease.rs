@@ -13,7 +13,7 @@ use std::{collections::HashSet, time::Duration};
 async fn two_replicas_share_one_database_safely(pool: PgPool) {
     seed(&pool, 3_000).await;
     let graph = GraphServer::start().await;
-    let lease = [("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "1500")];
+    let lease = [("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "3000")];
     let a = Replica::with_graph(&pool, &graph, &lease);
     let b = Replica::with_graph(&pool, &graph, &lease);
     assert_ne!(a.replica_id(), b.replica_id());
@@ -116,7 +116,9 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
     let graph = GraphServer::start().await;
     // Each write takes a while, so two runners would overlap at the graph.
     graph.behave(|_, _| Reply::Slow(Duration::from_millis(15)));
-    let lease = [("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "1200")];
+    // Long enough that a heartbeat slowed by a loaded machine does not fence
+    // a healthy run; short enough that the test does not wait long.
+    let lease = [("IDENTITY_GRAPH_BACKFILL_LEASE_TTL_MS", "3000")];
     let a = Replica::with_graph(&pool, &graph, &lease);
     let b = Replica::with_graph(&pool, &graph, &lease);
     let one_at_a_time =
@@ -191,7 +193,7 @@ async fn a_run_whose_lease_lapsed_never_writes_beside_its_successor(pool: PgPool
 /// Database trouble pauses the run `interrupted`, and the run wakes the
 /// watchdog about a second later. The watchdog's interval is an hour here
 /// (its start-up pass found nothing), so only that wake can finish the job
-/// within the test's 10 s. The trouble lasts until the run has paused and
+/// within the test's 30 s. The trouble lasts until the run has paused and
 /// 1.5 s more, so the woken pass meets it too and must try again soon.
 #[sqlx::test]
 async fn database_trouble_pauses_interrupted_and_the_woken_watchdog_finishes_the_job(pool: PgPool) {
@@ -211,7 +213,8 @@ async fn database_trouble_pauses_interrupted_and_the_woken_watchdog_finishes_the
         .await;
     wait_for_cursor(&pool, "weathered", 1).await;
     // The run holds its options; a resumed run reads these and finishes
-    // fast, so the 10 s below measure the wake, not the work.
+    // fast, so the 30 s below measure the wake (the interval is an hour),
+    // not the work.
     sqlx::query("UPDATE identity_graph_backfill_jobs SET options = jsonb_set(jsonb_set(jsonb_set(options, '{sleep_ms}', '0'), '{batch_size}', '500'), '{concurrency}', '32') WHERE job_key = 'weathered'")
         .execute(&pool)
         .await
@@ -264,7 +267,7 @@ async fn database_trouble_pauses_interrupted_and_the_woken_watchdog_finishes_the
     let mut resumed = None;
     let mut row = job_row(&pool, "weathered").await;
     while row.status() != Some(JobStatus::Completed)
-        && trouble_over.elapsed() < Duration::from_secs(15)
+        && trouble_over.elapsed() < Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if resumed.is_none() && woken_runs().await > 0 {
@@ -289,7 +292,7 @@ async fn database_trouble_pauses_interrupted_and_the_woken_watchdog_finishes_the
         .map(|run| (run.trigger, run.outcome))
         .collect();
     assert!(
-        row.status() == Some(JobStatus::Completed) && took < Duration::from_secs(10),
+        row.status() == Some(JobStatus::Completed) && took < Duration::from_secs(30),
         "{took:?} after the trouble ended the job is {} ({:?}, {:?}, owner {:?}); \
          statuses seen: {statuses:?}; a woken run seen open {resumed:?} after it; \
          runs, newest first: {outcomes:?}. Only the wake after trouble resumes a job this soon",

@@ -148,6 +148,12 @@ async fn the_history_tells_who_started_tuned_stopped_and_what_the_watchdog_resum
         )
         .await;
     assert_eq!(row.pause_reason(), Some(PauseReason::MaxRuntime));
+    // Run 2 must still be running when it is tuned and stopped, however slow
+    // the machine: its cap is lifted (run 1 keeps the options it started with).
+    sqlx::query("UPDATE identity_graph_backfill_jobs SET options = jsonb_set(options, '{max_runtime_ms}', '600000') WHERE job_key = 'told'")
+        .execute(&pool)
+        .await
+        .unwrap();
     assert_eq!(replica.watchdog_tick().await.unwrap(), ["told"]);
     wait_for("run 2 to be running", async || {
         job_row(&pool, "told").await.status() == Some(JobStatus::Running)

@@ -116,8 +116,9 @@ async fn check_again_from_two_tabs_at_once_runs_one_check(pool: PgPool) {
         assert_eq!(busy["coverage_checking"], true, "{busy}");
         let second_tab = admin.check_coverage("twice");
         let release = async {
-            // Long enough for the second request to reach the engine.
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            // Long enough for the second request to reach the engine, even
+            // on a loaded machine.
+            tokio::time::sleep(Duration::from_millis(3_000)).await;
             lock.rollback().await.unwrap();
         };
         tokio::join!(second_tab, release).0

@@ -49,19 +49,27 @@ async fn max_rate_spreads_sends_evenly_at_the_rate(pool: PgPool) {
     let mut arrivals: Vec<Instant> = graph.exchanges().iter().map(|e| e.arrived).collect();
     arrivals.sort();
     assert!(arrivals.len() > 400, "{} users", arrivals.len());
-    // Over the whole run, and in every second of it: 100 ± 10 users/s.
+    // Over the whole run: 100 ± 10 users/s.
     let span = (*arrivals.last().unwrap() - arrivals[0]).as_secs_f64();
     let overall = (arrivals.len() - 1) as f64 / span;
     assert!((90.0..=110.0).contains(&overall), "{overall:.1} users/s");
-    let first = arrivals[0];
-    for second in 0..(span as u64) {
-        let from = first + Duration::from_secs(second);
-        let rate = rate_between(&graph, from, from + Duration::from_secs(1));
-        assert!(
-            (85.0..=115.0).contains(&rate),
-            "second {second}: {rate} users/s; sends come in bursts"
-        );
-    }
+    // Spread evenly: about 10 in any 100 ms, never a batch (100) at once. A
+    // stalled machine only delays sends (the pacer does not catch up), so
+    // this bound holds under load and fails on bursts.
+    let window = Duration::from_millis(100);
+    let densest = (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|at| **at < arrivals[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        densest <= 30,
+        "{densest} users reached the graph within 100 ms; sends come in bursts"
+    );
 }
 
 #[sqlx::test]
@@ -252,19 +260,30 @@ async fn a_retry_after_holds_every_slot_and_the_user_is_not_failed(pool: PgPool)
             .find(|e| e.user_id == user)
             .expect("the refused request")
             .answered;
-        // Requests already on their way when the answer came may still
-        // arrive just after it; none may be sent once the run knows.
-        let quiet_from = refused + Duration::from_millis(100);
-        let quiet_to = refused + Duration::from_secs_f64(wait - 0.05);
-        let during: Vec<i64> = exchanges
-            .iter()
-            .filter(|e| e.arrived > quiet_from && e.arrived < quiet_to)
-            .map(|e| e.user_id)
-            .collect();
+        // Requests already on their way when the answer came (at most the
+        // other 15 slots' users) may still arrive just after it, later on a
+        // loaded machine; none may be sent once the run knows. A run whose
+        // other slots ignore the hold sends hundreds in this time.
+        let arrived_between = |from: f64, to: f64| -> Vec<i64> {
+            exchanges
+                .iter()
+                .filter(|e| {
+                    e.arrived > refused + Duration::from_secs_f64(from)
+                        && e.arrived < refused + Duration::from_secs_f64(to)
+                })
+                .map(|e| e.user_id)
+                .collect()
+        };
+        let during = arrived_between(0.0, wait - 0.05);
         assert!(
-            during.is_empty(),
+            during.len() < 16,
             "{} requests reached the graph during user {user}'s {wait} s hold: {during:?}",
             during.len()
+        );
+        let late = arrived_between(wait / 2.0, wait - 0.05);
+        assert!(
+            late.is_empty(),
+            "requests reached the graph in the second half of user {user}'s {wait} s hold: {late:?}"
         );
         assert!(attempts[1] - attempts[0] >= Duration::from_secs_f64(wait - 0.05));
     }
