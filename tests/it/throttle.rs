@@ -374,9 +374,10 @@ async fn a_throttle_url_answering_503_holds_the_run_until_it_answers_200(pool: P
 
     status.store(503, Ordering::SeqCst);
     let held_at = Instant::now();
-    // One poll and the sends in flight: the run is held within half a second.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let quiet_from = held_at + Duration::from_millis(500);
+    // One poll (200 ms) and the sends in flight: the run is held well within
+    // a second, even on a loaded machine; unheld, it sends 300 in the next.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let quiet_from = held_at + Duration::from_millis(1_000);
     let sent_while_held = graph
         .exchanges()
         .iter()
