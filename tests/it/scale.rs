@@ -141,6 +141,68 @@ async fn check_again_from_two_tabs_at_once_runs_one_check(pool: PgPool) {
     app.stop().await;
 }
 
+/// Two tabs behind a load balancer reach two replicas: the second check
+/// waits for the first (the job's advisory lock) and takes its result.
+#[sqlx::test]
+async fn check_again_on_two_replicas_at_once_runs_one_check(pool: PgPool) {
+    seed(&pool, 300).await;
+    let (a, b) = (
+        Replica::new(&pool, BUILT_IN_GRAPH),
+        Replica::new(&pool, BUILT_IN_GRAPH),
+    );
+    a.run(json!({"job_key": "shared", "sleep_ms": 0, "batch_size": 200}))
+        .await;
+    wait_for_coverage(&pool, "shared").await;
+    wait_for("the run's own check to end", async || {
+        !a.detail("shared").await.unwrap().coverage_checking
+    })
+    .await;
+    let before = (a.coverage_checks_begun(), b.coverage_checks_begun());
+    let stored_before = job_row(&pool, "shared").await.coverage_checked_at;
+
+    // The source is locked: A's check waits on it, holding the job's
+    // advisory lock, and B's check waits on that lock.
+    let lock = hold(&pool, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
+    let (on_a, on_b) = tokio::join!(a.check_coverage("shared"), async {
+        wait_for_blocked(&pool, "users").await;
+        let on_b = b.check_coverage("shared");
+        let release = async {
+            wait_for("B's check to wait for A's", async || {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                waiting > 0
+            })
+            .await;
+            lock.rollback().await.unwrap();
+        };
+        tokio::join!(on_b, release).0
+    });
+    let (on_a, on_b) = (on_a.unwrap(), on_b.unwrap());
+    assert_eq!(on_a, on_b, "both replicas answer the same result");
+    assert_ne!(on_a.checked_at, stored_before, "a new check");
+    let first_checked = on_a.checked_at;
+    let after = (a.coverage_checks_begun(), b.coverage_checks_begun());
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 0),
+        "A counted the source once; B took its result"
+    );
+    assert_eq!(
+        job_row(&pool, "shared").await.stored_coverage(),
+        Some(on_a),
+        "the result is stored"
+    );
+
+    // Alone, B counts for itself.
+    let alone = b.check_coverage("shared").await.unwrap();
+    assert!(alone.checked_at > first_checked, "a check of its own");
+    assert_eq!(b.coverage_checks_begun() - after.1, 1);
+}
+
 #[sqlx::test]
 async fn a_coverage_check_past_its_timeout_is_reported_and_the_old_result_kept(pool: PgPool) {
     seed(&pool, 200).await;

@@ -4,8 +4,10 @@
 //! its result on the job row, which the `job` answer reads. A page load or
 //! a `job` call never runs it.
 //!
-//! At most one check per job runs in this process: a request while one runs
-//! gets the same result (a shared future), not a second scan.
+//! At most one check per job runs at a time: in this process a request while
+//! one runs gets the same result (a shared future), and across replicas a
+//! check waits on the one holding the job's advisory lock and takes its
+//! result (`store::check_and_store`), not a second scan.
 
 use super::Engine;
 use crate::backfill::domain::Coverage;
@@ -56,8 +58,9 @@ type SharedCheck = Shared<BoxFuture<'static, CheckResult>>;
 #[derive(Default)]
 pub(super) struct CoverageChecks {
     running: Mutex<HashMap<String, SharedCheck>>,
-    /// Checks this engine has begun: each one counts the source once. A
-    /// page load or a `job` call never moves it (the tests read it).
+    /// Checks this engine has run, each counting the source once (one that
+    /// took another replica's result is not one). A page load or a `job`
+    /// call never moves it (the tests read it).
     begun: AtomicU64,
 }
 
@@ -125,10 +128,6 @@ impl Engine {
     async fn run_coverage_check(&self, job_key: &str) -> CheckResult {
         let settings = &self.inner.settings;
         let pool = &self.inner.executor.pool;
-        self.inner
-            .coverage_checks
-            .begun
-            .fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let check = store::check_and_store(
             pool,
@@ -142,7 +141,20 @@ impl Engine {
             outcome = check => outcome,
             _ = self.inner.shutdown.cancelled() => return Err(CheckFailure::ShuttingDown),
         };
+        if !matches!(outcome, Ok(Checked::Joined(_))) {
+            self.inner
+                .coverage_checks
+                .begun
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let failure = match outcome {
+            Ok(Checked::Joined(coverage)) => {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "coverage check joined: another replica's check stored this result"
+                );
+                return Ok(coverage);
+            }
             Ok(Checked::Stored(coverage)) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,

@@ -634,15 +634,10 @@ impl Engine {
     /// not repeated.
     pub async fn check_coverage(&self, job_key: &str) -> Result<Coverage, AppError> {
         let key = JobKey::parse_existing(job_key)?;
-        let db = self.console_error("reading the job");
-        let row = {
-            let mut tx = store::bounded(&self.inner.pool, self.console_timeout())
-                .await
-                .map_err(&db)?;
-            let row = store::get_job(&mut *tx, key.as_str()).await.map_err(&db)?;
-            tx.commit().await.map_err(&db)?;
-            shown(row, &key)?
-        };
+        let (tx, row) = self.read_shown_job(&key, "reading the job").await?;
+        tx.commit()
+            .await
+            .map_err(self.console_error("reading the job"))?;
         let job = row.to_job(self.runtime_default());
         if job.status.is_active() {
             return Err(AppError::validation(
@@ -678,8 +673,8 @@ impl Engine {
             })
     }
 
-    /// Coverage checks this engine has begun so far; each counts the
-    /// source once.
+    /// Coverage checks this engine has run so far, each counting the source
+    /// once; one that took another replica's result is not counted.
     pub fn coverage_checks_begun(&self) -> u64 {
         self.inner.coverage_checks.begun()
     }

@@ -21,16 +21,28 @@ use std::time::Duration;
 pub enum Checked {
     /// The result, as of `checked_at`, now stored on the row.
     Stored(Coverage),
+    /// Another check of the job (on another replica) was running; this one
+    /// waited for it and took the result it stored, counting nothing.
+    Joined(Coverage),
     /// The job is active again (or unreadable): its counters move, so
     /// nothing was counted; the run's own end checks it.
     Active,
     NoSuchJob,
 }
 
+/// The first key of the check's two-key advisory lock ("IGBC" in ASCII),
+/// apart from the sign-in limit's; the second is the job key's hash.
+const CHECK_LOCK_NAMESPACE: i32 = 0x4947_4243;
+
 /// Runs the check for `job_key` in one read-only snapshot, every statement
 /// bounded by `timeout`, and stores its result on the row (unless a run
 /// began meanwhile). `built_in_graph` is the built-in graph's binding: a job
 /// bound to it also counts the users the graph does not hold.
+///
+/// One check per job runs at a time across every replica: a check holds an
+/// advisory lock from before it counts until its result is stored. A check
+/// that finds it held waits, and takes the result the holder stored; if the
+/// holder stored none (it timed out, or its replica stopped), it counts.
 pub async fn check_and_store(
     pool: &PgPool,
     job_key: &str,
@@ -39,6 +51,46 @@ pub async fn check_and_store(
     built_in_graph: &str,
     runtime_default: u64,
 ) -> Result<Checked, sqlx::Error> {
+    // The lock lives in a transaction of its own, which also stores the
+    // result, so a waiter wakes to it; a check dropped midway rolls this back
+    // and frees the lock.
+    let mut guard = pool.begin().await?;
+    super::set_statement_timeout(&mut guard, timeout).await?;
+    let stored_before: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT coverage_checked_at FROM identity_graph_backfill_jobs WHERE job_key = $1",
+    )
+    .bind(job_key)
+    .fetch_optional(&mut *guard)
+    .await?;
+    let Some(stored_before) = stored_before else {
+        return Ok(Checked::NoSuchJob);
+    };
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+        .bind(CHECK_LOCK_NAMESPACE)
+        .bind(job_key)
+        .fetch_one(&mut *guard)
+        .await?;
+    if !free {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(CHECK_LOCK_NAMESPACE)
+            .bind(job_key)
+            .execute(&mut *guard)
+            .await?;
+        let row: Option<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
+        ))
+        .bind(job_key)
+        .fetch_optional(&mut *guard)
+        .await?;
+        let joined = row
+            .filter(|row| row.coverage_checked_at != stored_before)
+            .and_then(|row| row.stored_coverage());
+        if let Some(coverage) = joined {
+            guard.commit().await?;
+            return Ok(Checked::Joined(coverage));
+        }
+    }
+
     let mut tx = pool.begin().await?;
     // One snapshot: the counters, the failures and the source are read as
     // of the same instant, `checked_at`.
@@ -72,7 +124,8 @@ pub async fn check_and_store(
     let mut result = coverage(&mut tx, &row, normalizer, built_in).await?;
     tx.commit().await?;
     result.checked_at = Some(checked_at);
-    let stored = store_result(pool, job_key, &result, checked_at).await?;
+    let stored = store_result(&mut guard, job_key, &result, checked_at).await?;
+    guard.commit().await?;
     Ok(if stored {
         Checked::Stored(result)
     } else {
@@ -82,7 +135,7 @@ pub async fn check_and_store(
 
 /// Stores a check's result, unless a run began since (its end checks again).
 async fn store_result(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     job_key: &str,
     result: &Coverage,
     checked_at: DateTime<Utc>,
@@ -96,7 +149,7 @@ async fn store_result(
     .bind(sqlx::types::Json(result))
     .bind(checked_at)
     .bind(&JobStatus::ACTIVE[..])
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(stored.rows_affected() == 1)
 }
