@@ -168,8 +168,13 @@ async fn check_again_on_two_replicas_at_once_runs_one_check(pool: PgPool) {
         let on_b = b.check_coverage("shared");
         let release = async {
             wait_for("B's check to wait for A's", async || {
+                // The check's lock: its namespace ("IGBC"), in this test's
+                // database (tests run side by side on one server).
                 let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                    "SELECT count(*) FROM pg_locks
+                     WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2
+                       AND classid = x'49474243'::int::oid
+                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 )
                 .fetch_one(&pool)
                 .await
@@ -201,6 +206,52 @@ async fn check_again_on_two_replicas_at_once_runs_one_check(pool: PgPool) {
     let alone = b.check_coverage("shared").await.unwrap();
     assert!(alone.checked_at > first_checked, "a check of its own");
     assert_eq!(b.coverage_checks_begun() - after.1, 1);
+}
+
+/// A run that begins (and ends) while a check counts makes that count out
+/// of date: the check counts again, and what it stores is as of after the
+/// run began, so the run's own end check, which waits for it, is not handed
+/// an older figure.
+#[sqlx::test]
+async fn a_check_overtaken_by_a_run_counts_again(pool: PgPool) {
+    seed(&pool, 300).await;
+    let replica = Replica::new(&pool, BUILT_IN_GRAPH);
+    replica
+        .run(json!({"job_key": "overtaken", "sleep_ms": 0, "batch_size": 200}))
+        .await;
+    wait_for_coverage(&pool, "overtaken").await;
+    wait_for("the run's own check to end", async || {
+        !replica.detail("overtaken").await.unwrap().coverage_checking
+    })
+    .await;
+    let before = replica.coverage_checks_begun();
+
+    let lock = hold(&pool, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
+    let (checked, run_began) = tokio::join!(replica.check_coverage("overtaken"), async {
+        // The check has read the job in its snapshot and waits on the source.
+        wait_for_blocked(&pool, "users").await;
+        // A run begins and ends meanwhile: its start is what moves.
+        let run_began: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "UPDATE identity_graph_backfill_jobs SET run_started_at = now()
+             WHERE job_key = 'overtaken' RETURNING run_started_at",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        lock.rollback().await.unwrap();
+        run_began
+    });
+    let checked = checked.unwrap();
+    assert!(
+        checked.checked_at.unwrap() > run_began,
+        "the stored figure is as of {:?}, before the run that began at {run_began}",
+        checked.checked_at
+    );
+    assert_eq!(
+        job_row(&pool, "overtaken").await.stored_coverage(),
+        Some(checked)
+    );
+    assert_eq!(replica.coverage_checks_begun() - before, 1, "one check");
 }
 
 #[sqlx::test]

@@ -13,7 +13,7 @@ use crate::backfill::identifiers::Normalizer;
 use crate::backfill::source::{self, SourceUser};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 
 /// What a check found.
@@ -34,15 +34,29 @@ pub enum Checked {
 /// apart from the sign-in limit's; the second is the job key's hash.
 const CHECK_LOCK_NAMESPACE: i32 = 0x4947_4243;
 
+/// How many of the holder's statements a waiting check waits for: the
+/// holder runs a handful, each bounded by the check's timeout, and stores
+/// its result. Bounded, so a replica frozen while it holds the lock does not
+/// hold up the others forever.
+const LOCK_WAIT_STATEMENTS: u32 = 6;
+
+/// How often a check counts again when a run came and went while it
+/// counted (its result would be older than that run).
+const RECOUNTS: usize = 3;
+
 /// Runs the check for `job_key` in one read-only snapshot, every statement
-/// bounded by `timeout`, and stores its result on the row (unless a run
-/// began meanwhile). `built_in_graph` is the built-in graph's binding: a job
-/// bound to it also counts the users the graph does not hold.
+/// bounded by `timeout`, and stores its result on the row, unless a run
+/// began since the snapshot: if that run is still active, its end checks
+/// the job; if it already ended, the check counts again. `built_in_graph`
+/// is the built-in graph's binding: a job bound to it also counts the users
+/// the graph does not hold.
 ///
-/// One check per job runs at a time across every replica: a check holds an
-/// advisory lock from before it counts until its result is stored. A check
-/// that finds it held waits, and takes the result the holder stored; if the
-/// holder stored none (it timed out, or its replica stopped), it counts.
+/// One check per job runs at a time across every replica: a check holds a
+/// session advisory lock from before it counts until its result is stored.
+/// A check that finds it held waits, and takes the result the holder stored;
+/// if the holder stored none (it timed out, or its replica stopped), it
+/// counts. The check uses one connection, closed when the check ends or is
+/// dropped, so the lock never outlives the check in the pool.
 pub async fn check_and_store(
     pool: &PgPool,
     job_key: &str,
@@ -51,54 +65,80 @@ pub async fn check_and_store(
     built_in_graph: &str,
     runtime_default: u64,
 ) -> Result<Checked, sqlx::Error> {
-    // The lock lives in a transaction of its own, which also stores the
-    // result, so a waiter wakes to it; a check dropped midway rolls this back
-    // and frees the lock.
-    let mut guard = pool.begin().await?;
-    super::set_statement_timeout(&mut guard, timeout).await?;
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    set_session_timeout(&mut conn, timeout).await?;
     let stored_before: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
         "SELECT coverage_checked_at FROM identity_graph_backfill_jobs WHERE job_key = $1",
     )
     .bind(job_key)
-    .fetch_optional(&mut *guard)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(stored_before) = stored_before else {
         return Ok(Checked::NoSuchJob);
     };
-    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
         .bind(CHECK_LOCK_NAMESPACE)
         .bind(job_key)
-        .fetch_one(&mut *guard)
+        .fetch_one(&mut *conn)
         .await?;
     if !free {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        set_session_timeout(&mut conn, timeout * LOCK_WAIT_STATEMENTS).await?;
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
             .bind(CHECK_LOCK_NAMESPACE)
             .bind(job_key)
-            .execute(&mut *guard)
+            .execute(&mut *conn)
             .await?;
+        set_session_timeout(&mut conn, timeout).await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
         ))
         .bind(job_key)
-        .fetch_optional(&mut *guard)
+        .fetch_optional(&mut *conn)
         .await?;
         let joined = row
             .filter(|row| row.coverage_checked_at != stored_before)
             .and_then(|row| row.stored_coverage());
         if let Some(coverage) = joined {
-            guard.commit().await?;
             return Ok(Checked::Joined(coverage));
         }
     }
+    for _ in 0..RECOUNTS {
+        let checked = count_once(
+            &mut conn,
+            job_key,
+            normalizer,
+            built_in_graph,
+            runtime_default,
+        )
+        .await?;
+        let Counted::Done(checked) = checked else {
+            continue;
+        };
+        return Ok(checked);
+    }
+    Ok(Checked::Active)
+}
 
-    let mut tx = pool.begin().await?;
+/// What one count came to.
+enum Counted {
+    Done(Checked),
+    /// A run began and ended while it counted: its result is out of date.
+    Overtaken,
+}
+
+/// One count in one snapshot, and its result stored if no run began since.
+async fn count_once(
+    conn: &mut PgConnection,
+    job_key: &str,
+    normalizer: &Normalizer,
+    built_in_graph: &str,
+    runtime_default: u64,
+) -> Result<Counted, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     // One snapshot: the counters, the failures and the source are read as
     // of the same instant, `checked_at`.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-        .bind(format!("{}ms", timeout.as_millis()))
         .execute(&mut *tx)
         .await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
@@ -108,14 +148,14 @@ pub async fn check_and_store(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        return Ok(Checked::NoSuchJob);
+        return Ok(Counted::Done(Checked::NoSuchJob));
     };
     let idle = row
         .status()
         .is_some_and(|status| !status.is_active() && status != JobStatus::Archived)
         && row.effective_options(runtime_default).is_ok();
     if !idle {
-        return Ok(Checked::Active);
+        return Ok(Counted::Done(Checked::Active));
     }
     let checked_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&mut *tx)
@@ -124,31 +164,46 @@ pub async fn check_and_store(
     let mut result = coverage(&mut tx, &row, normalizer, built_in).await?;
     tx.commit().await?;
     result.checked_at = Some(checked_at);
-    let stored = store_result(&mut guard, job_key, &result, checked_at).await?;
-    guard.commit().await?;
+    let stored = store_result(conn, &row, &result, checked_at).await?;
     Ok(if stored {
-        Checked::Stored(result)
+        Counted::Done(Checked::Stored(result))
     } else {
-        Checked::Active
+        Counted::Overtaken
     })
 }
 
-/// Stores a check's result, unless a run began since (its end checks again).
+/// Sets `statement_timeout` for the rest of the session (the check's
+/// connection is closed after it, so nothing else inherits it).
+async fn set_session_timeout(
+    conn: &mut PgConnection,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+        .bind(format!("{}ms", timeout.as_millis()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a check's result, unless a run began since the snapshot that
+/// `counted` was read in (its `run_started_at` moved).
 async fn store_result(
     conn: &mut PgConnection,
-    job_key: &str,
+    counted: &JobRow,
     result: &Coverage,
     checked_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let stored = sqlx::query(
         "UPDATE identity_graph_backfill_jobs
          SET coverage = $2, coverage_checked_at = $3, coverage_error = NULL
-         WHERE job_key = $1 AND NOT (status = ANY($4))",
+         WHERE job_key = $1 AND NOT (status = ANY($4))
+           AND run_started_at IS NOT DISTINCT FROM $5",
     )
-    .bind(job_key)
+    .bind(&counted.job_key)
     .bind(sqlx::types::Json(result))
     .bind(checked_at)
     .bind(&JobStatus::ACTIVE[..])
+    .bind(counted.run_started_at)
     .execute(conn)
     .await?;
     Ok(stored.rows_affected() == 1)
