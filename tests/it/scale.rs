@@ -5,6 +5,7 @@
 use crate::harness::*;
 use identity_graph_backfill::backfill::domain::JobStatus;
 use identity_graph_backfill::backfill::store::{self, ConsoleParam};
+use identity_graph_backfill::error::ErrorCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -206,6 +207,50 @@ async fn check_again_on_two_replicas_at_once_runs_one_check(pool: PgPool) {
     let alone = b.check_coverage("shared").await.unwrap();
     assert!(alone.checked_at > first_checked, "a check of its own");
     assert_eq!(b.coverage_checks_begun() - after.1, 1);
+}
+
+/// A replica does not wait for another replica's check without end: past
+/// six of its statement timeouts it answers that the other check still
+/// runs, and records nothing (that check stores its own outcome).
+#[sqlx::test]
+async fn a_check_that_waits_too_long_for_another_replicas_says_so(pool: PgPool) {
+    seed(&pool, 300).await;
+    let mut impatient = BUILT_IN_GRAPH.to_vec();
+    impatient.push(("COVERAGE_CHECK_TIMEOUT_MS", "1000"));
+    let (a, b) = (
+        Replica::new(&pool, BUILT_IN_GRAPH),
+        Replica::new(&pool, &impatient),
+    );
+    a.run(json!({"job_key": "busy", "sleep_ms": 0, "batch_size": 200}))
+        .await;
+    wait_for_coverage(&pool, "busy").await;
+    wait_for("the run's own check to end", async || {
+        !a.detail("busy").await.unwrap().coverage_checking
+    })
+    .await;
+
+    let lock = hold(&pool, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
+    let (on_a, on_b) = tokio::join!(a.check_coverage("busy"), async {
+        wait_for_blocked(&pool, "users").await;
+        let on_b = b.check_coverage("busy").await;
+        let row = job_row(&pool, "busy").await;
+        lock.rollback().await.unwrap();
+        (on_b, row.coverage_error)
+    });
+    let (on_b, error_meanwhile) = on_b;
+    let refused = on_b.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Unavailable, "{}", refused.message);
+    assert!(
+        refused.message.contains("another replica's coverage check"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        error_meanwhile, None,
+        "the waiting replica recorded nothing"
+    );
+    assert!(on_a.is_ok(), "A's check ends and stores: {on_a:?}");
+    assert_eq!(job_row(&pool, "busy").await.coverage_error, None);
 }
 
 /// A run that begins (and ends) while a check counts makes that count out

@@ -28,6 +28,10 @@ pub enum CheckFailure {
     /// A run is active (or began): its end checks the job.
     Active,
     NoSuchJob,
+    /// Another replica's check of the job held it past this wait.
+    Busy(Duration),
+    /// Runs kept beginning and ending while it counted.
+    Overtaken,
     /// The replica is shutting down.
     ShuttingDown,
     /// Anything else, as logged.
@@ -45,6 +49,13 @@ impl CheckFailure {
                 "a run is active; the coverage check runs when it ends".to_string()
             }
             CheckFailure::NoSuchJob => "there is no such job".to_string(),
+            CheckFailure::Busy(waited) => format!(
+                "another replica's coverage check of this job has run for over {} s; its result will be stored when it ends",
+                waited.as_secs()
+            ),
+            CheckFailure::Overtaken => {
+                "runs kept beginning and ending while it counted, so it counted again three times and stored nothing; check again".to_string()
+            }
             CheckFailure::ShuttingDown => "the replica is shutting down".to_string(),
             CheckFailure::Database(cause) => format!("the database failed: {cause}"),
         }
@@ -141,7 +152,7 @@ impl Engine {
             outcome = check => outcome,
             _ = self.inner.shutdown.cancelled() => return Err(CheckFailure::ShuttingDown),
         };
-        if !matches!(outcome, Ok(Checked::Joined(_))) {
+        if !matches!(outcome, Ok(Checked::Joined(_) | Checked::Busy(_))) {
             self.inner
                 .coverage_checks
                 .begun
@@ -165,6 +176,10 @@ impl Engine {
             }
             Ok(Checked::Active) => return Err(CheckFailure::Active),
             Ok(Checked::NoSuchJob) => return Err(CheckFailure::NoSuchJob),
+            // The other replica's check is still going; its end stores a
+            // result (or its own error), so this records nothing.
+            Ok(Checked::Busy(waited)) => return Err(CheckFailure::Busy(waited)),
+            Ok(Checked::Overtaken) => CheckFailure::Overtaken,
             Err(error) if is_statement_timeout(&error) => {
                 CheckFailure::TimedOut(settings.coverage_check_timeout)
             }

@@ -657,10 +657,12 @@ impl Engine {
         self.coverage_check(key.as_str())
             .await
             .map_err(|failure| match failure {
-                CheckFailure::TimedOut(_) => AppError::unavailable(format!(
-                    "The coverage check of {key}: {}.",
-                    failure.describe()
-                )),
+                CheckFailure::TimedOut(_) | CheckFailure::Busy(_) | CheckFailure::Overtaken => {
+                    AppError::unavailable(format!(
+                        "The coverage check of {key}: {}.",
+                        failure.describe()
+                    ))
+                }
                 CheckFailure::Active => {
                     AppError::validation("job_key", format!("job {key}: {}", failure.describe()))
                 }

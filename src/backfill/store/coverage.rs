@@ -24,6 +24,12 @@ pub enum Checked {
     /// Another check of the job (on another replica) was running; this one
     /// waited for it and took the result it stored, counting nothing.
     Joined(Coverage),
+    /// Another replica's check of the job held it for longer than this one
+    /// waits; nothing was counted.
+    Busy(Duration),
+    /// Runs kept beginning and ending while it counted, so no count was
+    /// current when it ended; nothing was stored.
+    Overtaken,
     /// The job is active again (or unreadable): its counters move, so
     /// nothing was counted; the run's own end checks it.
     Active,
@@ -83,12 +89,19 @@ pub async fn check_and_store(
         .fetch_one(&mut *conn)
         .await?;
     if !free {
-        set_session_timeout(&mut conn, timeout * LOCK_WAIT_STATEMENTS).await?;
-        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+        let wait = timeout * LOCK_WAIT_STATEMENTS;
+        set_session_timeout(&mut conn, wait).await?;
+        let waited = sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
             .bind(CHECK_LOCK_NAMESPACE)
             .bind(job_key)
             .execute(&mut *conn)
-            .await?;
+            .await;
+        match waited {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("57014") => {
+                return Ok(Checked::Busy(wait));
+            }
+            waited => waited.map(drop)?,
+        }
         set_session_timeout(&mut conn, timeout).await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
@@ -117,7 +130,7 @@ pub async fn check_and_store(
         };
         return Ok(checked);
     }
-    Ok(Checked::Active)
+    Ok(Checked::Overtaken)
 }
 
 /// What one count came to.
