@@ -20,6 +20,19 @@ async fn run_and_check(pool: &PgPool, admin: &Admin, key: &str) {
     admin.wait_until_no_check_runs(key).await;
 }
 
+/// A replica's run of `key` over the seeded users, waited for with the
+/// check its end begins.
+async fn run_on_and_check(pool: &PgPool, replica: &Replica, key: &str) {
+    replica
+        .run(json!({"job_key": key, "sleep_ms": 0, "batch_size": 200}))
+        .await;
+    wait_for_coverage(pool, key).await;
+    wait_for("the run's own check to end", async || {
+        !replica.detail(key).await.unwrap().coverage_checking
+    })
+    .await;
+}
+
 /// Holds `lock` (e.g. `LOCK TABLE users IN ACCESS EXCLUSIVE MODE`) until
 /// the returned transaction is dropped or rolled back.
 async fn hold(pool: &PgPool, lock: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -151,13 +164,7 @@ async fn check_again_on_two_replicas_at_once_runs_one_check(pool: PgPool) {
         Replica::new(&pool, BUILT_IN_GRAPH),
         Replica::new(&pool, BUILT_IN_GRAPH),
     );
-    a.run(json!({"job_key": "shared", "sleep_ms": 0, "batch_size": 200}))
-        .await;
-    wait_for_coverage(&pool, "shared").await;
-    wait_for("the run's own check to end", async || {
-        !a.detail("shared").await.unwrap().coverage_checking
-    })
-    .await;
+    run_on_and_check(&pool, &a, "shared").await;
     let before = (a.coverage_checks_begun(), b.coverage_checks_begun());
     let stored_before = job_row(&pool, "shared").await.coverage_checked_at;
 
@@ -221,13 +228,7 @@ async fn a_check_that_waits_too_long_for_another_replicas_says_so(pool: PgPool) 
         Replica::new(&pool, BUILT_IN_GRAPH),
         Replica::new(&pool, &impatient),
     );
-    a.run(json!({"job_key": "busy", "sleep_ms": 0, "batch_size": 200}))
-        .await;
-    wait_for_coverage(&pool, "busy").await;
-    wait_for("the run's own check to end", async || {
-        !a.detail("busy").await.unwrap().coverage_checking
-    })
-    .await;
+    run_on_and_check(&pool, &a, "busy").await;
 
     let lock = hold(&pool, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
     let (on_a, on_b) = tokio::join!(a.check_coverage("busy"), async {
@@ -261,14 +262,7 @@ async fn a_check_that_waits_too_long_for_another_replicas_says_so(pool: PgPool) 
 async fn a_check_overtaken_by_a_run_counts_again(pool: PgPool) {
     seed(&pool, 300).await;
     let replica = Replica::new(&pool, BUILT_IN_GRAPH);
-    replica
-        .run(json!({"job_key": "overtaken", "sleep_ms": 0, "batch_size": 200}))
-        .await;
-    wait_for_coverage(&pool, "overtaken").await;
-    wait_for("the run's own check to end", async || {
-        !replica.detail("overtaken").await.unwrap().coverage_checking
-    })
-    .await;
+    run_on_and_check(&pool, &replica, "overtaken").await;
     let before = replica.coverage_checks_begun();
 
     let lock = hold(&pool, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
