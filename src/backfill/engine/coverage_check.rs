@@ -88,11 +88,6 @@ impl CoverageChecks {
     }
 }
 
-/// Whether `error` is Postgres cancelling a statement for its timeout.
-pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
-}
-
 impl Engine {
     /// The job's coverage check: the one running in this process, or a new
     /// one, spawned on the engine's runtime so it finishes (and is stored)
@@ -180,7 +175,7 @@ impl Engine {
             // result (or its own error), so this records nothing.
             Ok(Checked::Busy(waited)) => return Err(CheckFailure::Busy(waited)),
             Ok(Checked::Overtaken) => CheckFailure::Overtaken,
-            Err(error) if is_statement_timeout(&error) => {
+            Err(error) if store::is_statement_timeout(&error) => {
                 CheckFailure::TimedOut(settings.coverage_check_timeout)
             }
             Err(error) => CheckFailure::Database(error.to_string()),

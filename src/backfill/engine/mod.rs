@@ -21,7 +21,7 @@ mod notifier;
 mod throttle_signal;
 mod watchdog;
 
-pub use coverage_check::{is_statement_timeout, CheckFailure};
+pub use coverage_check::CheckFailure;
 pub use notifier::NotifySettings;
 pub use throttle_signal::ThrottleSignal;
 
@@ -803,7 +803,7 @@ impl Engine {
 /// See [`Engine::console_error`].
 fn console_error(doing: &str, timeout: Duration, error: sqlx::Error) -> AppError {
     let what = capitalized(doing);
-    if is_statement_timeout(&error) {
+    if store::is_statement_timeout(&error) {
         let ms = timeout.as_millis();
         return AppError::unavailable(format!(
             "{what} took longer than the console's statement timeout ({ms} ms, \

@@ -6,7 +6,6 @@
 //! the engine's pool (`engine::coverage_check`), and its result is stored on
 //! the job row. Nothing the console polls runs it.
 
-use super::job_row::JOB_COLUMNS;
 use super::JobRow;
 use crate::backfill::domain::{Coverage, JobStatus};
 use crate::backfill::identifiers::Normalizer;
@@ -97,19 +96,14 @@ pub async fn check_and_store(
             .execute(&mut *conn)
             .await;
         match waited {
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("57014") => {
+            Err(error) if super::is_statement_timeout(&error) => {
                 return Ok(Checked::Busy(wait));
             }
             waited => waited.map(drop)?,
         }
         set_session_timeout(&mut conn, timeout).await?;
-        let row: Option<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
-        ))
-        .bind(job_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let joined = row
+        let joined = super::get_job(&mut *conn, job_key)
+            .await?
             .filter(|row| row.coverage_checked_at != stored_before)
             .and_then(|row| row.stored_coverage());
         if let Some(coverage) = joined {
@@ -117,7 +111,7 @@ pub async fn check_and_store(
         }
     }
     for _ in 0..RECOUNTS {
-        let checked = count_once(
+        let counted = count_once(
             &mut conn,
             job_key,
             normalizer,
@@ -125,10 +119,9 @@ pub async fn check_and_store(
             runtime_default,
         )
         .await?;
-        let Counted::Done(checked) = checked else {
-            continue;
-        };
-        return Ok(checked);
+        if let Counted::Done(checked) = counted {
+            return Ok(checked);
+        }
     }
     Ok(Checked::Overtaken)
 }
@@ -154,13 +147,7 @@ async fn count_once(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM identity_graph_backfill_jobs WHERE job_key = $1"
-    ))
-    .bind(job_key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = super::get_job(&mut *tx, job_key).await? else {
         return Ok(Counted::Done(Checked::NoSuchJob));
     };
     let idle = row

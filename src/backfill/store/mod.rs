@@ -45,6 +45,11 @@ pub async fn set_statement_timeout(
         .map(drop)
 }
 
+/// Whether `error` is Postgres cancelling a statement for its timeout.
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 /// The pause reasons the watchdog resumes: all of them.
 const RESUMABLE_REASONS: &[PauseReason] = PauseReason::STORED;
 
